@@ -1,0 +1,153 @@
+"""Builders for every client event the appliance sends (OpenAI Realtime GA, as Yandex serves it).
+
+Each builder returns a plain dict ready for :func:`encode`. The shapes follow the GA types of the
+``openai`` package (tests validate them), with Yandex's allowances: an output rate other than
+24000 and an explicit ``channels: 1`` on the input format.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+INPUT_RATE = 24000
+"""The input format is fixed by the API: PCM16, mono, 24 kHz."""
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A function the model may call; answered by the appliance (or, for Yandex's reserved names
+    ``file_search``/``web_search``, by the server itself)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] | str = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters
+            if isinstance(self.parameters, str)
+            else dict(self.parameters),
+        }
+
+
+@dataclass(frozen=True)
+class ServerVad:
+    """Server-side voice activity detection (hands-free turns); ``None`` means push-to-talk."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": "server_vad",
+            "threshold": self.threshold,
+            "prefix_padding_ms": self.prefix_padding_ms,
+            "silence_duration_ms": self.silence_duration_ms,
+            "create_response": self.create_response,
+            "interrupt_response": self.interrupt_response,
+        }
+
+
+def encode(event: Mapping[str, Any]) -> str:
+    """Serialise one client event to the text frame sent on the WebSocket."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def session_update(
+    *,
+    voice: str,
+    instructions: str,
+    output_rate: int,
+    tools: Iterable[FunctionTool] = (),
+    transcription_model: str = "",
+    turn_detection: ServerVad | None = None,
+) -> dict[str, Any]:
+    """The GA ``session.update``: audio in and out, voice, instructions, tools, turn detection.
+
+    ``turn_detection`` is sent explicitly as ``null`` for push-to-talk: leaving it out would keep
+    the server's default (server VAD), which would commit and answer on its own.
+    """
+    audio_input: dict[str, Any] = {
+        "format": {"type": "audio/pcm", "rate": INPUT_RATE, "channels": 1},
+        "turn_detection": turn_detection.as_dict() if turn_detection else None,
+    }
+    if transcription_model:
+        audio_input["transcription"] = {"model": transcription_model}
+    tool_list = [tool.as_dict() for tool in tools]
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "output_modalities": ["audio"],
+        "instructions": instructions,
+        "audio": {
+            "input": audio_input,
+            "output": {"format": {"type": "audio/pcm", "rate": output_rate}, "voice": voice},
+        },
+        "tools": tool_list,
+    }
+    if tool_list:
+        session["tool_choice"] = "auto"
+    return {"type": "session.update", "session": session}
+
+
+def input_audio_append(pcm16: bytes) -> dict[str, Any]:
+    """One chunk of microphone audio: PCM16 little-endian, mono, 24 kHz."""
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16).decode("ascii")}
+
+
+def input_audio_commit() -> dict[str, Any]:
+    return {"type": "input_audio_buffer.commit"}
+
+
+def input_audio_clear() -> dict[str, Any]:
+    return {"type": "input_audio_buffer.clear"}
+
+
+def response_create() -> dict[str, Any]:
+    """The bare form: the session's settings apply (Yandex accepts it after tool outputs too)."""
+    return {"type": "response.create"}
+
+
+def response_cancel(response_id: str | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": "response.cancel"}
+    if response_id:
+        event["response_id"] = response_id
+    return event
+
+
+def function_call_output(call_id: str, output: str) -> dict[str, Any]:
+    """A tool's result; ``output`` must already be a string (JSON-encode structured results)."""
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+    }
+
+
+def history_message(role: Literal["user", "assistant"], text: str) -> dict[str, Any]:
+    """A past utterance replayed as text into a new session, so the model keeps the context."""
+    part_type = "input_text" if role == "user" else "output_text"
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": role, "content": [{"type": part_type, "text": text}]},
+    }
+
+
+def item_truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
+    """Tell the server how much of an answer was actually heard (barge-in)."""
+    return {
+        "type": "conversation.item.truncate",
+        "item_id": item_id,
+        "content_index": 0,
+        "audio_end_ms": max(0, int(audio_end_ms)),
+    }
