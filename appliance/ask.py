@@ -1,0 +1,169 @@
+"""``appliance ask QUESTION.wav -o ANSWER.wav``: one spoken question, one spoken answer, no speaker.
+
+The WAV is converted to 24 kHz mono PCM16 with a real resampler, streamed in 100 ms appends,
+committed, and answered. The answer's audio is written exactly as received (mono, 16-bit, at the
+session's output rate). If the link dies before the answer is whole, the question is asked again
+on a new session (at most ``retries`` times), so the file always holds one whole answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from appliance.audio.wavfile import write_wav
+from appliance.config import ApiKey, Config
+from appliance.protocol import server_events as ev
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
+from appliance.realtime.session import NotConnected
+from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_NOPERM = 0, 1, 77
+CHUNK_BYTES = 4800  # 100 ms of 24 kHz PCM16 mono
+MIN_QUESTION_BYTES = 4800  # the API rejects commits under 100 ms
+
+
+class AskFailed(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Printer:
+    """Prints ``user: ...`` and a streamed ``assistant: ...`` line, whichever arrives first."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.open_line = False
+
+    def user(self, text: str) -> None:
+        self.end()
+        print(f"user: {text}", file=self.out, flush=True)
+
+    def assistant(self, delta: str) -> None:
+        if not self.open_line:
+            print("assistant: ", end="", file=self.out)
+            self.open_line = True
+        print(delta, end="", file=self.out, flush=True)
+
+    def end(self) -> None:
+        if self.open_line:
+            print(file=self.out, flush=True)
+            self.open_line = False
+
+
+async def _next(link: SessionSupervisor, wait_s: float) -> object:
+    try:
+        return await asyncio.wait_for(link.next_event(), wait_s)
+    except TimeoutError:
+        raise AskFailed(f"no answer within {wait_s:g} s") from None
+
+
+async def ask(
+    config: Config,
+    api_key: ApiKey,
+    question: bytes,
+    answer_path: Path | None,
+    *,
+    retries: int = 2,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Ask ``question`` (24 kHz mono PCM16); returns the exit code. Raises :class:`AskFailed`."""
+    if len(question) < MIN_QUESTION_BYTES:
+        raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
+    # No history: a retried question must not appear twice in the model's context.
+    settings = dataclasses.replace(
+        LinkSettings.from_config(config.realtime, api_key), history_max_chars=0
+    )
+    printer = _Printer(out)
+    failures = 0
+    answer_timeout = config.realtime.answer_timeout_s
+
+    def failed(reason: str) -> None:
+        nonlocal failures
+        failures += 1
+        printer.end()
+        if failures > retries:
+            raise AskFailed(f"giving up after {failures} attempts: {reason}")
+        log.warning("%s; asking again (%d of %d)", reason, failures, retries)
+
+    async with SessionSupervisor(settings) as link:
+        while True:
+            event = await link.next_event()
+            match event:
+                case AuthRejected(reason=reason):
+                    raise AskFailed(reason, exit_code=EXIT_NOPERM)
+                case Disconnected(reason=reason):
+                    failed(f"cannot reach the Realtime API: {reason}")
+                    continue
+                case Connected():
+                    pass
+                case _:
+                    continue
+            try:
+                audio = await _one_turn(link, question, printer, answer_timeout)
+            except NotConnected as exc:
+                failed(str(exc))
+                continue
+            except _TurnLost as exc:
+                failed(str(exc))
+                continue
+            break
+    printer.end()
+    if audio is None:
+        print("(the answer had no audio; nothing written)", file=out)
+    elif answer_path is not None:
+        write_wav(answer_path, audio, link.output_rate)
+        seconds = len(audio) / 2 / link.output_rate
+        print(f"wrote {answer_path} ({seconds:.1f} s at {link.output_rate} Hz)", file=out)
+    return EXIT_OK
+
+
+class _TurnLost(Exception):
+    pass
+
+
+async def _one_turn(
+    link: SessionSupervisor, question: bytes, printer: _Printer, answer_timeout: float
+) -> bytes | None:
+    """Send the question and collect one whole answer; ``_TurnLost`` if the link died."""
+    link.begin_turn()
+    try:
+        for start in range(0, len(question), CHUNK_BYTES):
+            await link.append_audio(question[start : start + CHUNK_BYTES])
+        await link.commit()
+        await link.create_response()
+        chunks: list[bytes] = []
+        response_failures = 0
+        while True:
+            event = await _next(link, answer_timeout)
+            match event:
+                case Disconnected(reason=reason) | AuthRejected(reason=reason):
+                    raise _TurnLost(f"the link was lost mid-answer: {reason}")
+                case ev.InputTranscript(transcript=text):
+                    printer.user(text)
+                case ev.TranscriptDelta(delta=delta):
+                    printer.assistant(delta)
+                case ev.AudioDelta(audio=audio):
+                    chunks.append(audio)
+                case ev.ServerError(code="input_audio_buffer_commit_empty"):
+                    raise AskFailed("the server found no audio in the question")
+                case ev.ResponseDone(status="failed" | "cancelled" as status) as done:
+                    response_failures += 1
+                    if response_failures > 2:
+                        raise AskFailed(f"the answer {status}: {done.error_message or ''}")
+                    log.warning("the answer %s (%s); asking again", status, done.error_code)
+                    chunks.clear()
+                    await link.create_response()
+                case ev.ResponseDone() if link.answer_follows:
+                    pass  # a tool round: the follow-up response is on its way
+                case ev.ResponseDone():
+                    return b"".join(chunks) if chunks else None
+    finally:
+        link.end_turn()

@@ -1,0 +1,267 @@
+"""Find config.yaml, parse it keeping line numbers, validate it against the schema.
+
+The YAML is composed (``yaml.compose``, safe) into nodes, which know their line, and the
+node tree is walked alongside the schema dataclasses (:mod:`appliance.config.schema`): each
+key is looked up among the fields of its section, each value converted by the field's type
+hint and checked against its metadata. The walk is generic: a new section is a new
+dataclass and a field on Config, nothing here. Every problem is one ConfigError line,
+``<file>:<line>: <dotted.key>: <message>``; a secret value is never part of a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from appliance.config.schema import (
+    Config,
+    ConfigError,
+    is_section,
+    iter_settings,
+    settings_of,
+    show,
+    unwrap_optional,
+)
+from appliance.config.secrets import ApiKey, KeySourceError, clean_key, os_reason, resolve_api_key
+
+# Looked for in this order when no --config is given.
+CANDIDATES: tuple[Path, ...] = (Path("/etc/appliance/config.yaml"), Path("config.yaml"))
+
+_EXPECTED = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    ApiKey: "a string",
+}
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """The explicit path if given, else the first of CANDIDATES that exists."""
+    if explicit is not None:
+        return Path(explicit)
+    for candidate in CANDIDATES:
+        if candidate.exists():
+            return candidate
+    names = [str(c) if c.is_absolute() else f"./{c}" for c in CANDIDATES]
+    looked = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    raise ConfigError(f"no configuration file: looked for {looked}; pass --config PATH")
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and build the configuration; resolve the API key (a missing key is fine)."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read: {os_reason(e)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{name}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+
+    config, lines = parse(Config, text, name)
+    rt = config.realtime
+
+    def where(key: str) -> str:
+        return f"{name}:{lines.get(key, 1)}"
+
+    key_file = None
+    if rt.api_key_file is not None:
+        key_file = Path(rt.api_key_file)
+        with contextlib.suppress(RuntimeError):  # ~user that does not exist: left as is
+            key_file = key_file.expanduser()
+        if not key_file.is_absolute():
+            key_file = path.parent / key_file
+    try:
+        key, source = resolve_api_key(
+            environ, key_file=key_file, inline=rt.api_key, inline_source=where("realtime.api_key")
+        )
+    except KeySourceError as e:
+        if e.origin in ("api_key_file", "api_key"):
+            raise ConfigError(
+                f"{where('realtime.' + e.origin)}: realtime.{e.origin}: {e}"
+            ) from None
+        raise ConfigError(str(e)) from None
+    rt = dataclasses.replace(rt, api_key=key, api_key_source=source)
+    return dataclasses.replace(config, realtime=rt, path=path)
+
+
+def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:
+    """Build ``cls`` from YAML text; also return the line of every dotted key that was given."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        # Only the problem and its line: PyYAML's snippet could show a secret.
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = "; ".join(p for p in (e.context, e.problem) if p) or "invalid YAML"
+        raise ConfigError(f"{name}:{line}: YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        problem = f"unacceptable character #x{e.character:04x}: {e.reason}"
+        raise ConfigError(f"{name}:{line}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: YAML error: {type(e).__name__}") from None
+    walker = _Walker(name, cls)
+    if root is None or _is_null(root):
+        return walker.section(cls, None, "", 1), walker.lines
+    if not isinstance(root, MappingNode):
+        sections = ", ".join(settings_of(cls))
+        raise walker.error(
+            _line(root), "", f"the top level must be a mapping of sections ({sections})"
+        )
+    return walker.section(cls, root, "", 1), walker.lines
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+class _Walker:
+    def __init__(self, name: str, root: type) -> None:
+        self.name = name
+        self.root = root
+        self.lines: dict[str, int] = {}
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def error(self, line: int, key: str, message: str) -> ConfigError:
+        return ConfigError(
+            f"{self.name}:{line}: {key}: {message}" if key else f"{self.name}:{line}: {message}"
+        )
+
+    def describe(self, node: Node) -> str:
+        """What a value is, for "(got ...)": never used for secrets."""
+        if isinstance(node, MappingNode):
+            return "a mapping"
+        if isinstance(node, SequenceNode):
+            return "a list"
+        try:
+            value = self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            return show(node.value)
+        if isinstance(value, str | bool | int | float) or value is None:
+            return show(value)
+        return show(node.value)
+
+    def section(self, cls: type, node: MappingNode | None, prefix: str, line: int) -> Any:
+        """Build section ``cls`` from ``node`` (None: absent); ``line`` is where it starts."""
+        fields = settings_of(cls)
+        values: dict[str, Any] = {}
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value if node is not None else ():
+            kline = _line(key_node)
+            if not isinstance(key_node, ScalarNode):
+                raise self.error(kline, prefix.rstrip("."), "keys must be plain names")
+            key = key_node.value
+            dotted = prefix + key
+            if key in seen:
+                raise self.error(kline, dotted, f"duplicate key (first on line {seen[key]})")
+            seen[key] = kline
+            if key not in fields:
+                raise self.error(kline, dotted, self.unknown(key, list(fields), prefix))
+            field, tp = fields[key]
+            self.lines[dotted] = kline
+            values[key] = self.value(tp, field.metadata, value_node, dotted, kline)
+        for key, (field, tp) in fields.items():
+            if key in values:
+                continue
+            inner, _ = unwrap_optional(tp)
+            if is_section(inner):
+                values[key] = self.section(inner, None, f"{prefix}{key}.", line)
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                hint = field.metadata.get("required") or "this setting is required"
+                raise self.error(line, prefix + key, f"missing; {hint}")
+        return cls(**values)
+
+    def value(self, tp: Any, meta: Mapping[str, Any], node: Node, dotted: str, line: int) -> Any:
+        tp, optional = unwrap_optional(tp)
+        if optional and _is_null(node):
+            return None
+        if is_section(tp):
+            if isinstance(node, MappingNode):
+                return self.section(tp, node, dotted + ".", line)
+            if _is_null(node):  # every key commented out: all defaults
+                return self.section(tp, None, dotted + ".", line)
+            raise self.error(line, dotted, "expected a mapping of keys")
+        if typing.get_origin(tp) is tuple:
+            item_tp = typing.get_args(tp)[0]
+            if not isinstance(node, SequenceNode):
+                raise self.error(line, dotted, f"expected a list (got {self.describe(node)})")
+            value = tuple(
+                self.scalar(item_tp, meta, item, f"{dotted}[{i}]", _line(item))
+                for i, item in enumerate(node.value)
+            )
+        else:
+            value = self.scalar(tp, meta, node, dotted, line)
+        check = meta.get("check")
+        message = check(value) if check is not None and value is not None else None
+        if message:
+            raise self.error(line, dotted, message)
+        return value
+
+    def scalar(self, tp: Any, meta: Mapping[str, Any], node: Node, dotted: str, line: int) -> Any:
+        if tp not in _EXPECTED:
+            raise TypeError(f"{dotted}: unsupported setting type {tp!r} in the schema")
+        secret = tp is ApiKey
+        expected = f"expected {_EXPECTED[tp]}"
+        if not isinstance(node, ScalarNode):
+            raise self.error(
+                line, dotted, expected if secret else f"{expected} (got {self.describe(node)})"
+            )
+        try:
+            value = self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            raise self.error(line, dotted, f"{expected} (unreadable {node.tag} value)") from None
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, str if secret else tp) or (tp is int and isinstance(value, bool)):
+            raise self.error(
+                line, dotted, expected if secret else f"{expected} (got {self.describe(node)})"
+            )
+        if secret:
+            try:
+                key = clean_key(value)
+            except ValueError as e:
+                raise self.error(line, dotted, str(e)) from None
+            return ApiKey(key) if key else None
+        bounds = meta.get("range")
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            lo, hi = show(bounds[0]), show(bounds[1])
+            raise self.error(line, dotted, f"must be between {lo} and {hi} (got {show(value)})")
+        choices = meta.get("choices")
+        if choices is not None and value not in choices:
+            listed = ", ".join(str(c) for c in choices)
+            raise self.error(line, dotted, f"must be one of {listed} (got {show(value)})")
+        return value
+
+    def unknown(self, key: str, valid: list[str], prefix: str) -> str:
+        kind = "key" if prefix else "section"
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        if close:
+            return f"unknown {kind}; did you mean {prefix}{close[0]}?"
+        # The right key in the wrong section: name where it belongs.
+        elsewhere = [d for d, _, _ in iter_settings(self.root) if d.rsplit(".", 1)[-1] == key]
+        if elsewhere:
+            return f"unknown {kind}; did you mean {elsewhere[0]}?"
+        return f"unknown {kind}; valid {kind}s: {', '.join(valid)}"

@@ -1,0 +1,286 @@
+"""The configuration schema: frozen dataclasses with their defaults and documentation.
+
+Each section of config.yaml is a frozen, keyword-only dataclass; each setting is a field with
+its default and :func:`meta` as metadata::
+
+    rate: int = field(default=16000, metadata=meta(doc="Capture rate, Hz.", choices=(16000,)))
+    gain_db: float = field(default=0.0, metadata=meta(doc="Gain, dB.", range=(-20, 20)))
+    device: str = field(default="", metadata=meta(doc="ALSA device.", check=my_check))
+
+The loader (:mod:`appliance.config.loader`) walks these classes generically: it reads each
+field's type hint (``str``, ``int``, ``float``, ``bool``, :class:`ApiKey`, ``X | None``,
+``tuple[X, ...]`` or another dataclass, which is a sub-section) and its metadata (``range``,
+``choices``, and ``check``: a callable taking the value and returning an error message or
+None). Validation, error messages and defaults all come from here.
+
+To add a section (say ``audio``)::
+
+    @dataclass(frozen=True, kw_only=True)
+    class AudioConfig:
+        rate: int = field(default=16000, metadata=meta(doc="...", choices=(16000, 48000)))
+
+    # and in Config:
+    audio: AudioConfig = field(default_factory=AudioConfig, metadata=meta(doc="Audio."))
+
+then document every new key in config.yaml (tests/test_config.py fails on an undocumented
+key). A sub-section (``gpio.led``) is the same one level down: a dataclass-typed field in a
+section. Nothing in the loader changes. A field without a default is required: give it
+``meta(required="what to set it to")`` for the error message. A section whose settings all
+have defaults may be left out of the file; one with a required setting has no default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.config.secrets import ENV_VAR, ApiKey
+
+EX_CONFIG = 78  # sysexits.h: configuration error
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(e)`` is one line, ``e.exit_code`` is EX_CONFIG (78)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
+        self.exit_code = EX_CONFIG
+
+
+def meta(
+    *,
+    doc: str,
+    range: tuple[float, float] | None = None,
+    choices: tuple[Any, ...] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    required: str = "",
+    internal: bool = False,
+) -> dict[str, Any]:
+    """The metadata of a setting: ``field(default=..., metadata=meta(doc=..., ...))``.
+
+    ``range`` is inclusive; ``check`` takes the converted value and returns an error message
+    or None; ``required`` completes the "missing; ..." message of a field without a default;
+    ``internal`` fields are not read from the file (the loader fills them in).
+    """
+    return {
+        "doc": doc,
+        "range": range,
+        "choices": choices,
+        "check": check,
+        "required": required,
+        "internal": internal,
+    }
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, else ``(tp, False)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def settings_of(cls: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+    """The file-visible fields of a section: name -> (field, type hint)."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: (f, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and not f.metadata.get("internal")
+    }
+
+
+def iter_settings(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """Every leaf setting under ``cls`` as (dotted key, field, type hint), sections recursed."""
+    for name, (f, tp) in settings_of(cls).items():
+        inner, _ = unwrap_optional(tp)
+        if is_section(inner):
+            yield from iter_settings(inner, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", f, tp
+
+
+def show(value: Any) -> str:
+    """A value as it appears in a message: strings quoted and shortened, YAML spelling."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --- checks -----------------------------------------------------------------------------
+
+FOLDER_HINT = "set it to the Yandex Cloud folder id"
+
+
+def _ws_url(url: str) -> str | None:
+    if not url.startswith(("ws://", "wss://")):
+        return f"must start with ws:// or wss:// (got {show(url)})"
+    if not url.split("://", 1)[1].split("/", 1)[0]:
+        return f"has no host (got {show(url)})"
+    return None
+
+
+def _folder_id(value: str) -> str | None:
+    # Never echo the value: a key pasted here by mistake must not reach the log.
+    if not value:
+        return f"is empty; {FOLDER_HINT}"
+    if not re.fullmatch(r"[a-z0-9]+", value):
+        return f"must be lowercase letters and digits only; {FOLDER_HINT}"
+    return None
+
+
+def _model(value: str) -> str | None:
+    if not value:
+        return "must not be empty"
+    if re.search(r"[\s?&#]", value):
+        return f"must not contain spaces, '?', '&' or '#' (got {show(value)})"
+    return None
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _path(value: str) -> str | None:
+    return None if value.strip() else "is empty; give a path or remove the line"
+
+
+# --- the schema -------------------------------------------------------------------------
+
+DEFAULT_URL = "wss://rest-assistant.api.cloud.yandex.net/v1/realtime/openai"
+DEFAULT_INSTRUCTIONS = (
+    "You are the voice of a small smart speaker. Answer briefly and clearly, in the language "
+    "of the question; your answers are heard, not read."
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealtimeConfig:
+    """The Realtime speech API: where it is, who we are, how the sessions behave."""
+
+    url: str = field(
+        default=DEFAULT_URL,
+        metadata=meta(doc="WebSocket URL of the Realtime API, without the model.", check=_ws_url),
+    )
+    folder_id: str = field(
+        metadata=meta(
+            doc="Yandex Cloud folder id (lowercase letters and digits); required.",
+            check=_folder_id,
+            required=FOLDER_HINT,
+        )
+    )
+    model: str = field(
+        default="speech-realtime-250923", metadata=meta(doc="Model name.", check=_model)
+    )
+    api_key: ApiKey | None = field(
+        default=None, metadata=meta(doc="The API key itself (a string; prefer api_key_file).")
+    )
+    api_key_file: str | None = field(
+        default=None,
+        metadata=meta(doc="File holding the API key; relative to the config file.", check=_path),
+    )
+    voice: str = field(
+        default="marina", metadata=meta(doc="Voice of the answers.", check=_not_empty)
+    )
+    instructions: str = field(
+        default=DEFAULT_INSTRUCTIONS, metadata=meta(doc="System instructions of the session.")
+    )
+    output_rate: int = field(
+        default=44100,
+        metadata=meta(
+            doc="Sample rate of the speech we ask for, Hz.",
+            choices=(8000, 16000, 22050, 24000, 44100, 48000),
+        ),
+    )
+    session_max_s: float = field(
+        default=270.0,
+        metadata=meta(
+            doc="A session is renewed (between turns) once it is this old, s.", range=(10, 3600)
+        ),
+    )
+    answer_timeout_s: float = field(
+        default=15.0,
+        metadata=meta(doc="Longest wait for the start of an answer, s.", range=(1, 120)),
+    )
+    connect_timeout_s: float = field(
+        default=10.0, metadata=meta(doc="Longest wait to connect, s.", range=(1, 120))
+    )
+    heartbeat_s: float = field(
+        default=10.0,
+        metadata=meta(
+            doc="WebSocket ping interval, s; a dead link is noticed within 1.5x this.",
+            range=(0.2, 60),
+        ),
+    )
+    history_max_chars: int = field(
+        default=4000,
+        metadata=meta(
+            doc="Transcript budget replayed into a renewed session, characters.",
+            range=(0, 100000),
+        ),
+    )
+    transcription_model: str = field(
+        default="",
+        metadata=meta(doc="Input transcription model; empty: do not ask (Yandex transcribes)."),
+    )
+    api_key_source: str = field(
+        default="", metadata=meta(doc="Where the key came from, never the key.", internal=True)
+    )
+
+    @property
+    def endpoint(self) -> str:
+        """The full URL: ``url`` plus ``model=gpt://<folder_id>/<model>``."""
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}model=gpt://{self.folder_id}/{self.model}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    """What goes to the log."""
+
+    level: str = field(
+        default="info",
+        metadata=meta(doc="Log level.", choices=("debug", "info", "warning", "error")),
+    )
+    transcripts: bool = field(
+        default=True,
+        metadata=meta(doc="Write both sides of the conversation to the log; false for privacy."),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole configuration. Sections are the dataclass-typed fields."""
+
+    realtime: RealtimeConfig = field(metadata=meta(doc="The Realtime speech API."))
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=meta(doc="Logging."))
+    path: Path = field(
+        default=Path("config.yaml"),
+        metadata=meta(doc="The file this configuration came from.", internal=True),
+    )
+
+    def require_api_key(self) -> ApiKey:
+        """The API key, or ConfigError saying how to give one."""
+        if self.realtime.api_key is None:
+            raise ConfigError(
+                f"no API key: set ${ENV_VAR}, the systemd credential api-key, "
+                f"realtime.api_key_file or realtime.api_key (in {self.path})"
+            )
+        return self.realtime.api_key

@@ -1,0 +1,1 @@
+"""The link to the Realtime API: one WebSocket session, and the supervisor that keeps one alive."""

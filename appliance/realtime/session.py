@@ -1,0 +1,188 @@
+"""One WebSocket connection to the Realtime API, which is one server session.
+
+Opening it means: the HTTP upgrade with ``Authorization: api-key <KEY>``, waiting for
+``session.created``, and sending our ``session.update``. After that it is a stream of typed
+events and a ``send``. It does not reconnect; the supervisor does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from appliance.config import ApiKey
+from appliance.protocol import server_events as ev
+from appliance.protocol.client_events import encode
+from appliance.protocol.parser import parse_server_event
+
+log = logging.getLogger(__name__)
+
+# The API accepts 15 MiB per event; a server frame may be as large. Past this the link is closed.
+MAX_FRAME_BYTES = 20 * 1024 * 1024
+
+
+class LinkError(Exception):
+    """The session could not be opened or was lost. The message never holds a secret."""
+
+    kind = "link"
+
+
+class ConnectFailed(LinkError):
+    """No session: network down, DNS, TLS, a refused handshake other than auth, a timeout."""
+
+    def __init__(self, message: str, kind: str = "connect") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class AuthRefused(LinkError):
+    """The server refused the key (HTTP 401/403, or an auth error before ``session.created``)."""
+
+    kind = "auth"
+
+
+class NotConnected(LinkError):
+    """A send found no live session: the caller's turn has failed."""
+
+    kind = "not-connected"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line reason for a failed connect, without URLs' queries or headers."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"handshake refused: HTTP {exc.status}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot reach {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class RealtimeSession:
+    """A live session: create with :meth:`open`, read :meth:`events`, write with :meth:`send`."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, created: ev.SessionCreated) -> None:
+        self._ws = ws
+        self.session_id = created.session_id
+        self.output_rate = created.output_rate
+        self.opened_at = time.monotonic()
+        self.close_code: int | None = None
+        self._send_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"RealtimeSession({self.session_id!r}, closed={self.closed})"
+
+    @classmethod
+    async def open(
+        cls,
+        http: aiohttp.ClientSession,
+        *,
+        endpoint: str,
+        api_key: ApiKey,
+        setup: Mapping[str, Any],
+        connect_timeout_s: float = 10.0,
+        heartbeat_s: float = 10.0,
+    ) -> RealtimeSession:
+        """Connect, wait for ``session.created``, send ``setup`` (the ``session.update``).
+
+        Raises :class:`AuthRefused` or :class:`ConnectFailed`; never anything else.
+        """
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                ws = await http.ws_connect(
+                    endpoint,
+                    headers={"Authorization": f"api-key {api_key.reveal()}"},
+                    heartbeat=heartbeat_s,
+                    max_msg_size=MAX_FRAME_BYTES,
+                    autoping=True,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise AuthRefused(f"the API key was refused (HTTP {exc.status})") from None
+            raise ConnectFailed(describe_exception(exc), kind=f"http-{exc.status}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectFailed(describe_exception(exc), kind=type(exc).__name__) from None
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                created = await cls._await_created(ws)
+            session = cls(ws, created)
+            await session.send(setup)
+        except TimeoutError:
+            await ws.close()
+            raise ConnectFailed(
+                f"no session.created within {connect_timeout_s:g} s", kind="no-session"
+            ) from None
+        except BaseException:
+            await ws.close()
+            raise
+        return session
+
+    @staticmethod
+    async def _await_created(ws: aiohttp.ClientWebSocketResponse) -> ev.SessionCreated:
+        error: ev.ServerError | None = None
+        try:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                event = parse_server_event(msg.data)
+                if isinstance(event, ev.SessionCreated):
+                    return event
+                if isinstance(event, ev.ServerError):
+                    error = event
+                    if event.is_auth_failure:
+                        raise AuthRefused(f"the API key was refused ({event.code})")
+        except aiohttp.ClientError as exc:
+            raise ConnectFailed(describe_exception(exc)) from None
+        # Closed before the session existed. An error first means the server turned us away.
+        if error is not None:
+            raise AuthRefused(f"the server closed the session at once: {error.code or error.type}")
+        raise ConnectFailed(f"closed before session.created (code {ws.close_code})", kind="early")
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    @property
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    async def send(self, event: Mapping[str, Any]) -> None:
+        """Send one client event; :class:`NotConnected` if the link is gone."""
+        if self._ws.closed:
+            raise NotConnected("the Realtime session is closed")
+        try:
+            async with self._send_lock:
+                await self._ws.send_str(encode(event))
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            raise NotConnected(f"the Realtime session was lost: {type(exc).__name__}") from None
+
+    async def events(self) -> AsyncIterator[ev.ServerEvent]:
+        """Typed events until the link closes (by either side, or a missed heartbeat)."""
+        try:
+            async for msg in self._ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    yield parse_server_event(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    yield ev.Malformed(f"binary frame of {len(msg.data)} bytes")
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    log.debug("websocket error: %s", describe_exception(msg.data))
+                    break
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.debug("websocket read failed: %s", describe_exception(exc))
+        finally:
+            self.close_code = self._ws.close_code
+
+    async def close(self, code: int = aiohttp.WSCloseCode.OK) -> None:
+        if not self._ws.closed:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._ws.close(code=code)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
+                pass
+        self.close_code = self._ws.close_code

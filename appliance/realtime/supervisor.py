@@ -1,0 +1,522 @@
+"""The reconnect loop: keeps one Realtime session alive for as long as the appliance runs.
+
+- Reconnects with exponential backoff and jitter; a refused key retries slowly, at the cap.
+- Renews the session before the server's limit, between turns only, and replays the
+  conversation as text so the model keeps the context.
+- Answers the model's tool calls through a :class:`ToolRegistry` and asks for the follow-up
+  response once every output of the calling response is sent.
+- Never drops a turn silently: a send with no session raises :class:`NotConnected`, and a link
+  lost mid-turn is reported as ``Disconnected(turn_lost=True)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from appliance.config import ApiKey, RealtimeConfig
+from appliance.logs import LogThrottle
+from appliance.protocol import client_events as ce
+from appliance.protocol import server_events as ev
+from appliance.realtime.backoff import Backoff
+from appliance.realtime.history import ConversationHistory
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, LinkEvent
+from appliance.realtime.session import (
+    AuthRefused,
+    LinkError,
+    NotConnected,
+    RealtimeSession,
+)
+from appliance.realtime.tools import ToolRegistry
+
+log = logging.getLogger("appliance.realtime")
+
+RENEWAL_POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """What opening a session needs; built from the ``realtime`` config section."""
+
+    endpoint: str
+    api_key: ApiKey
+    voice: str = "marina"
+    instructions: str = ""
+    output_rate: int = 44100
+    transcription_model: str = ""
+    connect_timeout_s: float = 10.0
+    heartbeat_s: float = 10.0
+    session_max_s: float = 270.0
+    history_max_chars: int = 4000
+
+    @classmethod
+    def from_config(cls, cfg: RealtimeConfig, api_key: ApiKey) -> LinkSettings:
+        return cls(
+            endpoint=cfg.endpoint,
+            api_key=api_key,
+            voice=cfg.voice,
+            instructions=cfg.instructions,
+            output_rate=cfg.output_rate,
+            transcription_model=cfg.transcription_model,
+            connect_timeout_s=cfg.connect_timeout_s,
+            heartbeat_s=cfg.heartbeat_s,
+            session_max_s=cfg.session_max_s,
+            history_max_chars=cfg.history_max_chars,
+        )
+
+
+SupervisorEvent = ev.ServerEvent | LinkEvent
+
+
+class SessionSupervisor:
+    """Owns the HTTP client and the current :class:`RealtimeSession`; see the module docstring.
+
+    Use as ``async with SessionSupervisor(settings) as link: async for event in link.events()``.
+    """
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        tools: ToolRegistry | None = None,
+        *,
+        backoff: Backoff | None = None,
+        turn_detection: ce.ServerVad | None = None,
+        http_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
+    ) -> None:
+        self.settings = settings
+        self.tools = tools or ToolRegistry()
+        self.backoff = backoff or Backoff()
+        self.turn_detection = turn_detection
+        self.history = ConversationHistory(settings.history_max_chars)
+        self.output_rate = settings.output_rate
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._http_factory = http_factory
+        self._throttle = LogThrottle()
+        self._events: asyncio.Queue[SupervisorEvent] = asyncio.Queue()
+        self._session: RealtimeSession | None = None
+        self._task: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._last_replayed = 0
+        # Turn bookkeeping: what is in flight on the current session.
+        self._turn_active = False
+        self._buffer_session: str | None = None  # session holding uncommitted audio
+        self._pending_audio_bytes = 0
+        self._response: str | None = None  # response id, "pending" after response.create
+        self._calls_seen: set[str] = set()
+        self._tool_tasks: dict[str, list[asyncio.Task]] = {}
+        self._tool_rounds: set[asyncio.Task] = set()
+        self._assistant_text: dict[str, list[str]] = {}
+        self._assistant_final: dict[str, str] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionSupervisor:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="realtime-supervisor")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._tool_rounds) if t is not None]
+        tasks += [t for ts in self._tool_tasks.values() for t in ts]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+
+    # ---- what the appliance reads ------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[SupervisorEvent]:
+        while True:
+            yield await self._events.get()
+
+    async def next_event(self) -> SupervisorEvent:
+        return await self._events.get()
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and not self._session.closed
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session.session_id if self._session else None
+
+    @property
+    def session_age_s(self) -> float | None:
+        return self._session.age_s if self._session else None
+
+    # ---- what the appliance sends ------------------------------------------------------
+
+    def begin_turn(self) -> None:
+        """A new turn starts: forget the last one's audio; no renewal until :meth:`end_turn`."""
+        self._turn_active = True
+        self._buffer_session = None
+        self._pending_audio_bytes = 0
+
+    def end_turn(self) -> None:
+        self._turn_active = False
+
+    def _live(self) -> RealtimeSession:
+        session = self._session
+        if session is None or session.closed:
+            raise NotConnected("not connected to the Realtime API")
+        return session
+
+    async def send(self, event: dict) -> None:
+        await self._live().send(event)
+
+    async def append_audio(self, pcm16: bytes) -> None:
+        """Stream microphone audio; raises :class:`NotConnected` rather than losing it."""
+        session = self._live()
+        if self._buffer_session not in (None, session.session_id):
+            raise NotConnected("the turn's audio was lost with the previous session")
+        await session.send(ce.input_audio_append(pcm16))
+        self._buffer_session = session.session_id
+        self._pending_audio_bytes += len(pcm16)
+
+    async def commit(self) -> None:
+        session = self._live()
+        if self._buffer_session not in (None, session.session_id):
+            raise NotConnected("the turn's audio was lost with the previous session")
+        await session.send(ce.input_audio_commit())
+        self._buffer_session = None
+        self._pending_audio_bytes = 0
+
+    async def create_response(self) -> None:
+        await self.send(ce.response_create())
+        self._response = "pending"
+
+    async def cancel_response(self) -> bool:
+        """Cancel the running response, if any; True if a cancel was sent."""
+        if self._response is None:
+            return False
+        rid = None if self._response == "pending" else self._response
+        await self.send(ce.response_cancel(rid))
+        return True
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        await self.send(ce.item_truncate(item_id, audio_end_ms))
+
+    @property
+    def response_active(self) -> bool:
+        return self._response is not None
+
+    @property
+    def answer_follows(self) -> bool:
+        """A response is running, or tool outputs are being sent and a response will follow."""
+        return self._response is not None or bool(self._tool_rounds)
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not (
+            self._turn_active
+            or self._pending_audio_bytes
+            or self._response
+            or self._tool_rounds
+            or any(self._tool_tasks.values())
+        )
+
+    def _in_flight(self) -> bool:
+        return bool(
+            self._pending_audio_bytes or self._response or self._tool_rounds or self._tool_tasks
+        )
+
+    def _forget_turn_state(self) -> None:
+        self._pending_audio_bytes = 0
+        self._response = None
+        self._calls_seen.clear()
+        for task in [t for ts in self._tool_tasks.values() for t in ts] + list(self._tool_rounds):
+            task.cancel()
+        self._tool_tasks.clear()
+        self._tool_rounds.clear()
+        self._assistant_text.clear()
+        self._assistant_final.clear()
+
+    async def _open(self, http: aiohttp.ClientSession) -> tuple[RealtimeSession, int]:
+        s = self.settings
+        setup = ce.session_update(
+            voice=s.voice,
+            instructions=s.instructions,
+            output_rate=s.output_rate,
+            tools=self.tools.specs(),
+            transcription_model=s.transcription_model,
+            turn_detection=self.turn_detection,
+        )
+        session = await RealtimeSession.open(
+            http,
+            endpoint=s.endpoint,
+            api_key=s.api_key,
+            setup=setup,
+            connect_timeout_s=s.connect_timeout_s,
+            heartbeat_s=s.heartbeat_s,
+        )
+        replay = self.history.replay()
+        try:
+            for utterance in replay:
+                await session.send(ce.history_message(utterance.role, utterance.text))
+        except NotConnected:
+            await session.close()
+            raise
+        if session.output_rate:
+            self.output_rate = session.output_rate
+        return session, len(replay)
+
+    async def _run(self) -> None:
+        async with self._http_factory() as http:
+            self._http = http
+            session: RealtimeSession | None = None
+            replayed, renewed, opened_once = 0, False, False
+            while True:
+                if session is None:
+                    opened = await self._connect_once()
+                    if opened is None:
+                        continue
+                    session, replayed = opened
+                    self.reconnects += opened_once
+                    opened_once = True
+                self._session = session
+                self.last_error = None
+                if renewed:
+                    log.info(
+                        "renewed the Realtime session (%s), replayed %d utterances",
+                        session.session_id,
+                        replayed,
+                    )
+                else:
+                    log.info("connected to the Realtime API (session %s)", session.session_id)
+                await self._events.put(
+                    Connected(session.session_id, renewed, replayed, self.output_rate)
+                )
+                await self._serve(session)
+                if self._session is not None and self._session is not session:
+                    # Renewed between turns: carry on with the successor, no reconnect.
+                    session, replayed, renewed = self._session, self._last_replayed, True
+                    continue
+                renewed = await self._after_loss(session)
+                session = None
+
+    async def _connect_once(self) -> tuple[RealtimeSession, int] | None:
+        """One attempt; on failure report it, wait the backoff (or the cap) and return None."""
+        try:
+            return await self._open(self._http)
+        except AuthRefused as exc:
+            delay = self.backoff.at_cap()
+            self.last_error = str(exc)
+            self._throttle.log(
+                log, logging.ERROR, "auth", "%s; check the key; retrying every %.0f s", exc, delay
+            )
+            await self._events.put(AuthRejected(str(exc), delay))
+        except LinkError as exc:
+            delay = self.backoff.next_delay()
+            self.last_error = str(exc)
+            self._throttle.log(
+                log,
+                logging.WARNING,
+                f"connect-{exc.kind}",
+                "cannot open a Realtime session: %s; retrying in %.1f s",
+                exc,
+                delay,
+            )
+            await self._events.put(Disconnected(str(exc), delay))
+        await asyncio.sleep(delay)
+        return None
+
+    async def _after_loss(self, session: RealtimeSession) -> bool:
+        """The session ended by itself. A turn in flight is reported lost at once; then back off.
+
+        Returns True when nothing was in flight: the next session simply continues the
+        conversation (Yandex ends sessions every few minutes; that is no outage).
+        """
+        self._session = None
+        self.backoff.connection_ended(session.age_s)
+        reason = f"the link closed (code {session.close_code})"
+        turn_lost = self._in_flight()
+        self._forget_turn_state()
+        delay = self.backoff.next_delay()
+        if turn_lost:
+            self._throttle.log(
+                log,
+                logging.WARNING,
+                "lost-mid-turn",
+                "the Realtime session was lost mid-turn (%s); retrying in %.1f s",
+                reason,
+                delay,
+            )
+            await self._events.put(Disconnected(reason, delay, turn_lost=True))
+        else:
+            log.info("the Realtime session ended between turns (%s); reopening", reason)
+        await asyncio.sleep(delay)
+        return not turn_lost
+
+    async def _serve(self, session: RealtimeSession) -> None:
+        renewal = asyncio.create_task(self._renew_when_due(session), name="realtime-renewal")
+        try:
+            async for event in session.events():
+                await self._handle(session, event)
+                if self._session is not session:
+                    break
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew_when_due(self, session: RealtimeSession) -> None:
+        """At ``session_max_s``, open a successor between turns and switch to it atomically."""
+        await asyncio.sleep(max(0.0, self.settings.session_max_s - session.age_s))
+        while True:
+            if self._idle():
+                try:
+                    new, replayed = await self._open(self._http)
+                except LinkError as exc:
+                    self._throttle.log(
+                        log,
+                        logging.WARNING,
+                        "renew",
+                        "could not renew the Realtime session yet: %s",
+                        exc,
+                    )
+                    await asyncio.sleep(min(5.0, self.backoff.at_cap()))
+                    continue
+                if self._idle() and self._session is session:
+                    self._last_replayed = replayed
+                    self._session = new  # no await between the check and the switch
+                    await session.close()
+                    return
+                await new.close()  # a turn began while we were connecting: try again later
+            await asyncio.sleep(RENEWAL_POLL_S)
+
+    # ---- server events -----------------------------------------------------------------
+
+    async def _handle(self, session: RealtimeSession, event: ev.ServerEvent) -> None:
+        match event:
+            case ev.Malformed(reason=reason, type=kind):
+                self._throttle.log(
+                    log,
+                    logging.WARNING,
+                    "malformed",
+                    "skipped a malformed server event%s: %s",
+                    f" ({kind})" if kind else "",
+                    reason,
+                )
+                return
+            case ev.Unknown(type=kind):
+                log.debug("ignored an unknown server event type %r", kind)
+                return
+            case ev.Ignored() | ev.SessionCreated():
+                return
+            case ev.SessionUpdated(output_rate=rate):
+                if rate:
+                    self.output_rate = rate
+                return
+            case ev.ServerError():
+                if not self._server_error(session, event):
+                    return
+                if event.is_auth_failure:
+                    await session.close()
+            case ev.ResponseCreated(response_id=rid):
+                self._response = rid
+            case ev.InputTranscript(transcript=text):
+                self.history.add("user", text)
+            case ev.TranscriptDelta(item_id=item, delta=delta):
+                self._assistant_text.setdefault(item, []).append(delta)
+            case ev.TranscriptDone(item_id=item, text=text):
+                self._assistant_final[item] = text
+            case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
+                self._start_tool(session, rid, call)
+            case ev.OutputItemDone(item_type="message", item_id=item, text=text):
+                self._finish_assistant_item(item, text)
+            case ev.FunctionCallArgumentsDone(call=call, response_id=rid):
+                self._start_tool(session, rid, call)
+            case ev.ResponseDone():
+                self._response_done(session, event)
+        await self._events.put(event)
+
+    def _server_error(self, session: RealtimeSession, error: ev.ServerError) -> bool:
+        """Log a server error; True if the appliance should see it too."""
+        if error.is_harmless:
+            log.debug("server: %s", error.message)
+            return False
+        if error.is_session_expired:
+            log.info("the server ended session %s: %s", session.session_id, error.message)
+            return False
+        if error.is_auth_failure:
+            self.last_error = f"the API key was refused ({error.code})"
+            log.error("the server refused the API key (%s); reconnecting", error.code)
+            return True
+        self._throttle.log(
+            log,
+            logging.WARNING,
+            f"error-{error.code}",
+            "server error %s: %s",
+            error.code or error.type,
+            error.message,
+        )
+        return True
+
+    def _finish_assistant_item(self, item_id: str, fallback: str | None) -> None:
+        deltas = self._assistant_text.pop(item_id, None)
+        text = self._assistant_final.pop(item_id, None) or ("".join(deltas) if deltas else None)
+        self.history.add("assistant", text or fallback or "")
+
+    # ---- tool calls --------------------------------------------------------------------
+
+    def _start_tool(
+        self, session: RealtimeSession, response_id: str, call: ev.FunctionCall
+    ) -> None:
+        if call.call_id in self._calls_seen:
+            return
+        self._calls_seen.add(call.call_id)
+        if self.tools.answered_by_server(call.name):
+            log.info("tool %s is answered by the server", call.name)
+            return
+        log.info("tool call: %s(%s)", call.name, call.arguments[:200])
+        task = asyncio.create_task(self._run_tool(session, call), name=f"tool-{call.name}")
+        self._tool_tasks.setdefault(response_id, []).append(task)
+
+    async def _run_tool(self, session: RealtimeSession, call: ev.FunctionCall) -> None:
+        output = await self.tools.call(call)
+        try:
+            await session.send(ce.function_call_output(call.call_id, output))
+        except NotConnected:
+            log.warning("the result of tool %s was lost with the session", call.name)
+
+    def _response_done(self, session: RealtimeSession, done: ev.ResponseDone) -> None:
+        for call in done.calls:  # calls whose output_item.done never came
+            self._start_tool(session, done.response_id, call)
+        for item in list(self._assistant_text) + list(self._assistant_final):
+            self._finish_assistant_item(item, None)
+        self._response = None
+        tasks = self._tool_tasks.pop(done.response_id, [])
+        if tasks:
+            round_ = asyncio.create_task(
+                self._after_tools(session, tasks, ask_again=done.status == "completed"),
+                name="tool-round",
+            )
+            self._tool_rounds.add(round_)
+            round_.add_done_callback(self._tool_rounds.discard)
+
+    async def _after_tools(
+        self, session: RealtimeSession, tasks: list[asyncio.Task], ask_again: bool
+    ) -> None:
+        """Once every output of the calling response is sent, one ``response.create``."""
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not ask_again or self._session is not session:
+            return
+        try:
+            await self.create_response()
+        except NotConnected:
+            log.warning("the answer after a tool call was lost with the session")
