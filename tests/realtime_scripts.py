@@ -331,6 +331,9 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
                 else:
                     conn.request_close(fault.code)
                 return False
+        for rest in words[len(chunks) :]:  # only when there is no audio at all
+            st.text += rest
+            await conn.emit("response.output_audio_transcript.delta", **ids, delta=rest)
     await finish_item(conn, st, "completed")
     resp.current = None
     return True

@@ -168,3 +168,24 @@ async def test_string_results_pass_unchanged_and_specs_include_server_tools():
     assert REGISTRY.answered_by_server("web_search") and not REGISTRY.answered_by_server("echo")
     with pytest.raises(ValueError, match="registered twice"):
         REGISTRY.add(Tool(FunctionTool("echo", "again"), lambda a: a))
+
+
+# ---- answer transcripts -----------------------------------------------------------------
+
+
+def test_answer_transcript_prefers_done_then_deltas_then_item_text():
+    from appliance.realtime.history import AnswerTranscripts
+
+    answers = AnswerTranscripts()
+    answers.delta("a", "Hel")
+    answers.delta("a", "lo")
+    answers.done("a", "Hello!")
+    answers.delta("b", "Only ")
+    answers.delta("b", "deltas")
+    assert answers.finish("a", "fallback") == "Hello!"
+    assert answers.finish("b", "fallback") == "Only deltas"
+    assert answers.finish("c", "from the item") == "from the item"
+    answers.delta("d", "open")
+    answers.done("e", "also open")
+    assert answers.finish_all() == ["open", "also open"]
+    assert answers.finish_all() == []

@@ -52,7 +52,7 @@ async def session_ws(
         yield ws
 
 
-async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = 2.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def recv(ws: aiohttp.ClientWebSocketResponse, timeout: float = 2.0) -> dict[str, Any]:
     msg = await ws.receive(timeout=timeout)
     assert msg.type is WSMsgType.TEXT, msg
     return json.loads(msg.data)

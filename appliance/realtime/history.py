@@ -56,3 +56,35 @@ class ConversationHistory:
 
     def __iter__(self):
         return iter(self._items)
+
+
+class AnswerTranscripts:
+    """Assembles each answer item's words from whatever the server sent.
+
+    Preference: the ``*.done`` transcript, else the joined deltas, else the text inside
+    ``output_item.done``. Yandex documents some of these as unsupported, so any may be missing.
+    """
+
+    def __init__(self) -> None:
+        self._deltas: dict[str, list[str]] = {}
+        self._final: dict[str, str] = {}
+
+    def delta(self, item_id: str, text: str) -> None:
+        self._deltas.setdefault(item_id, []).append(text)
+
+    def done(self, item_id: str, text: str) -> None:
+        self._final[item_id] = text
+
+    def finish(self, item_id: str, fallback: str | None = None) -> str:
+        deltas = self._deltas.pop(item_id, None)
+        final = self._final.pop(item_id, None)
+        return final or ("".join(deltas) if deltas else "") or fallback or ""
+
+    def finish_all(self) -> list[str]:
+        """Every item still open (its output_item.done never came), in arrival order."""
+        items = list(dict.fromkeys([*self._deltas, *self._final]))
+        return [self.finish(item) for item in items]
+
+    def clear(self) -> None:
+        self._deltas.clear()
+        self._final.clear()

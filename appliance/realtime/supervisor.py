@@ -24,7 +24,7 @@ from appliance.logs import LogThrottle
 from appliance.protocol import client_events as ce
 from appliance.protocol import server_events as ev
 from appliance.realtime.backoff import Backoff
-from appliance.realtime.history import ConversationHistory
+from appliance.realtime.history import AnswerTranscripts, ConversationHistory
 from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, LinkEvent
 from appliance.realtime.session import (
     AuthRefused,
@@ -32,6 +32,7 @@ from appliance.realtime.session import (
     NotConnected,
     RealtimeSession,
 )
+from appliance.realtime.tool_calls import ToolCalls
 from appliance.realtime.tools import ToolRegistry
 
 log = logging.getLogger("appliance.realtime")
@@ -108,11 +109,8 @@ class SessionSupervisor:
         self._buffer_session: str | None = None  # session holding uncommitted audio
         self._pending_audio_bytes = 0
         self._response: str | None = None  # response id, "pending" after response.create
-        self._calls_seen: set[str] = set()
-        self._tool_tasks: dict[str, list[asyncio.Task]] = {}
-        self._tool_rounds: set[asyncio.Task] = set()
-        self._assistant_text: dict[str, list[str]] = {}
-        self._assistant_final: dict[str, str] = {}
+        self._tool_calls = ToolCalls(self.tools)
+        self._answers = AnswerTranscripts()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -128,14 +126,12 @@ class SessionSupervisor:
             self._task = asyncio.create_task(self._run(), name="realtime-supervisor")
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._tool_rounds) if t is not None]
-        tasks += [t for ts in self._tool_tasks.values() for t in ts]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._task = None
+                await self._task
+            self._task = None
+        await self._tool_calls.aclose()
 
     # ---- what the appliance reads ------------------------------------------------------
 
@@ -217,34 +213,22 @@ class SessionSupervisor:
     @property
     def answer_follows(self) -> bool:
         """A response is running, or tool outputs are being sent and a response will follow."""
-        return self._response is not None or bool(self._tool_rounds)
+        return self._response is not None or self._tool_calls.busy
 
     # ---- the loop ----------------------------------------------------------------------
 
-    def _idle(self) -> bool:
-        return not (
-            self._turn_active
-            or self._pending_audio_bytes
-            or self._response
-            or self._tool_rounds
-            or any(self._tool_tasks.values())
-        )
-
     def _in_flight(self) -> bool:
-        return bool(
-            self._pending_audio_bytes or self._response or self._tool_rounds or self._tool_tasks
-        )
+        """Audio, an answer or a tool call on the current session that a loss would cut."""
+        return bool(self._pending_audio_bytes or self._response or self._tool_calls.busy)
+
+    def _idle(self) -> bool:
+        return not (self._turn_active or self._in_flight())
 
     def _forget_turn_state(self) -> None:
         self._pending_audio_bytes = 0
         self._response = None
-        self._calls_seen.clear()
-        for task in [t for ts in self._tool_tasks.values() for t in ts] + list(self._tool_rounds):
-            task.cancel()
-        self._tool_tasks.clear()
-        self._tool_rounds.clear()
-        self._assistant_text.clear()
-        self._assistant_final.clear()
+        self._tool_calls.cancel_all()
+        self._answers.clear()
 
     async def _open(self, http: aiohttp.ClientSession) -> tuple[RealtimeSession, int]:
         s = self.settings
@@ -432,15 +416,15 @@ class SessionSupervisor:
             case ev.InputTranscript(transcript=text):
                 self.history.add("user", text)
             case ev.TranscriptDelta(item_id=item, delta=delta):
-                self._assistant_text.setdefault(item, []).append(delta)
+                self._answers.delta(item, delta)
             case ev.TranscriptDone(item_id=item, text=text):
-                self._assistant_final[item] = text
+                self._answers.done(item, text)
             case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
-                self._start_tool(session, rid, call)
+                self._tool_calls.start(session.send, rid, call)
             case ev.OutputItemDone(item_type="message", item_id=item, text=text):
-                self._finish_assistant_item(item, text)
+                self.history.add("assistant", self._answers.finish(item, text))
             case ev.FunctionCallArgumentsDone(call=call, response_id=rid):
-                self._start_tool(session, rid, call)
+                self._tool_calls.start(session.send, rid, call)
             case ev.ResponseDone():
                 self._response_done(session, event)
         await self._events.put(event)
@@ -467,56 +451,16 @@ class SessionSupervisor:
         )
         return True
 
-    def _finish_assistant_item(self, item_id: str, fallback: str | None) -> None:
-        deltas = self._assistant_text.pop(item_id, None)
-        text = self._assistant_final.pop(item_id, None) or ("".join(deltas) if deltas else None)
-        self.history.add("assistant", text or fallback or "")
-
-    # ---- tool calls --------------------------------------------------------------------
-
-    def _start_tool(
-        self, session: RealtimeSession, response_id: str, call: ev.FunctionCall
-    ) -> None:
-        if call.call_id in self._calls_seen:
-            return
-        self._calls_seen.add(call.call_id)
-        if self.tools.answered_by_server(call.name):
-            log.info("tool %s is answered by the server", call.name)
-            return
-        log.info("tool call: %s(%s)", call.name, call.arguments[:200])
-        task = asyncio.create_task(self._run_tool(session, call), name=f"tool-{call.name}")
-        self._tool_tasks.setdefault(response_id, []).append(task)
-
-    async def _run_tool(self, session: RealtimeSession, call: ev.FunctionCall) -> None:
-        output = await self.tools.call(call)
-        try:
-            await session.send(ce.function_call_output(call.call_id, output))
-        except NotConnected:
-            log.warning("the result of tool %s was lost with the session", call.name)
-
     def _response_done(self, session: RealtimeSession, done: ev.ResponseDone) -> None:
         for call in done.calls:  # calls whose output_item.done never came
-            self._start_tool(session, done.response_id, call)
-        for item in list(self._assistant_text) + list(self._assistant_final):
-            self._finish_assistant_item(item, None)
+            self._tool_calls.start(session.send, done.response_id, call)
+        for text in self._answers.finish_all():
+            self.history.add("assistant", text)
         self._response = None
-        tasks = self._tool_tasks.pop(done.response_id, [])
-        if tasks:
-            round_ = asyncio.create_task(
-                self._after_tools(session, tasks, ask_again=done.status == "completed"),
-                name="tool-round",
-            )
-            self._tool_rounds.add(round_)
-            round_.add_done_callback(self._tool_rounds.discard)
+        self._tool_calls.response_done(
+            done.response_id, done.status == "completed", lambda: self._ask_again(session)
+        )
 
-    async def _after_tools(
-        self, session: RealtimeSession, tasks: list[asyncio.Task], ask_again: bool
-    ) -> None:
-        """Once every output of the calling response is sent, one ``response.create``."""
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if not ask_again or self._session is not session:
-            return
-        try:
+    async def _ask_again(self, session: RealtimeSession) -> None:
+        if self._session is session:
             await self.create_response()
-        except NotConnected:
-            log.warning("the answer after a tool call was lost with the session")
