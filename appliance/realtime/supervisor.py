@@ -288,6 +288,7 @@ class SessionSupervisor:
                 await self._serve(session)
                 if self._session is not None and self._session is not session:
                     # Renewed between turns: carry on with the successor, no reconnect.
+                    await session.close()  # idempotent; the renewal task may not have finished
                     session, replayed, renewed = self._session, self._last_replayed, True
                     continue
                 renewed = await self._after_loss(session)
