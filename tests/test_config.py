@@ -200,7 +200,7 @@ BAD = {
     ),
     "unknown section no match": (
         HEAD + "zzz: 1\n",
-        "3: zzz: unknown section; valid sections: realtime, logging",
+        "3: zzz: unknown section; valid sections: realtime, audio, logging",
     ),
     "wrong type int": (
         HEAD + "  output_rate: fast\n",
@@ -323,11 +323,11 @@ BAD = {
     ),
     "top-level list": (
         "- realtime\n- logging\n",
-        "1: the top level must be a mapping of sections (realtime, logging)",
+        "1: the top level must be a mapping of sections (realtime, audio, logging)",
     ),
     "top-level scalar": (
         "hello\n",
-        "1: the top level must be a mapping of sections (realtime, logging)",
+        "1: the top level must be a mapping of sections (realtime, audio, logging)",
     ),
     "section not a mapping": ("realtime: 5\n", "1: realtime: expected a mapping of keys"),
     "section is a list": ("realtime:\n  - a\n", "1: realtime: expected a mapping of keys"),

@@ -265,11 +265,67 @@ class LoggingConfig:
     )
 
 
+def _device(value: str) -> str | None:
+    return None if value.strip() else "must not be empty (use default, an index, or part of a name)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioConfig:
+    """The microphone and the speaker (PortAudio over ALSA)."""
+
+    input_device: str = field(
+        default="default",
+        metadata=meta(
+            doc="Microphone: default, a PortAudio device index, or part of its name.",
+            check=_device,
+        ),
+    )
+    output_device: str = field(
+        default="default",
+        metadata=meta(
+            doc="Speaker: default, a PortAudio device index, or part of its name.",
+            check=_device,
+        ),
+    )
+    input_rate: int = field(
+        default=0,
+        metadata=meta(
+            doc="Capture rate, Hz; 0 tries 24000, 48000, 44100, 16000 in turn.",
+            choices=(0, 16000, 22050, 24000, 32000, 44100, 48000),
+        ),
+    )
+    output_rate: int = field(
+        default=0,
+        metadata=meta(
+            doc="Playback rate, Hz; 0 tries the answer's rate, then 48000, 44100, 24000.",
+            choices=(0, 16000, 22050, 24000, 32000, 44100, 48000),
+        ),
+    )
+    period_ms: int = field(default=20, metadata=meta(doc="Audio per callback, ms.", range=(5, 100)))
+    volume: float = field(
+        default=0.8, metadata=meta(doc="Software volume of everything played.", range=(0, 1))
+    )
+    sounds: bool = field(
+        default=True, metadata=meta(doc="Play the short earcons (listening, sent, error...).")
+    )
+    retry_s: float = field(
+        default=3.0,
+        metadata=meta(doc="How often a lost or failing device is tried again, s.", range=(0.5, 60)),
+    )
+    playback_buffer_s: float = field(
+        default=120.0,
+        metadata=meta(doc="Most answer audio held for playback, s.", range=(5, 1800)),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole configuration. Sections are the dataclass-typed fields."""
 
     realtime: RealtimeConfig = field(metadata=meta(doc="The Realtime speech API."))
+    audio: AudioConfig = field(
+        default_factory=AudioConfig, metadata=meta(doc="Microphone and speaker.")
+    )
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=meta(doc="Logging."))
     path: Path = field(
         default=Path("config.yaml"),

@@ -1,0 +1,98 @@
+"""A ring of int16 samples between a PortAudio callback thread and the asyncio loop.
+
+One producer, one consumer. The lock guards index arithmetic and one ``memcpy`` of at most a
+period or so, never anything that can block; the callback thread is never made to wait on I/O.
+
+- Overrun (the producer is faster than the consumer, e.g. the loop stalled): the OLDEST audio
+  is dropped to make room, and counted. Fresh audio matters more than stale audio.
+- Underrun (the consumer finds too little) is the consumer's business: :meth:`read_into`
+  returns how many frames it filled, and the playback callback pads with silence and counts.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class SampleRing:
+    """``capacity`` frames of ``channels`` int16 samples each."""
+
+    def __init__(self, capacity: int, channels: int = 1) -> None:
+        if capacity <= 0 or channels <= 0:
+            raise ValueError("capacity and channels must be positive")
+        self.capacity = capacity
+        self.channels = channels
+        self._buf = np.zeros((capacity, channels), dtype=np.int16)
+        self._read = 0  # total frames ever read (or dropped); monotonic
+        self._write = 0  # total frames ever written; monotonic
+        self._lock = threading.Lock()
+        self.overruns = 0  # writes that had to drop old audio
+        self.dropped_frames = 0
+
+    def __len__(self) -> int:
+        return self._write - self._read
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self)
+
+    def _shape(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames, dtype=np.int16)
+        return frames.reshape(-1, self.channels)
+
+    def write(self, frames: np.ndarray) -> int:
+        """Append frames; returns how many old frames were dropped to make room."""
+        frames = self._shape(frames)
+        n = len(frames)
+        if n == 0:
+            return 0
+        if n > self.capacity:  # only the newest capacity frames can be kept
+            extra = n - self.capacity
+            frames = frames[extra:]
+            n = self.capacity
+        else:
+            extra = 0
+        with self._lock:
+            dropped = max(0, len(self) + n - self.capacity)
+            if dropped:
+                self._read += dropped
+            start = self._write % self.capacity
+            first = min(n, self.capacity - start)
+            self._buf[start : start + first] = frames[:first]
+            self._buf[: n - first] = frames[first:]
+            self._write += n
+            dropped += extra
+            if dropped:
+                self.overruns += 1
+                self.dropped_frames += dropped
+        return dropped
+
+    def read_into(self, out: np.ndarray) -> int:
+        """Fill ``out`` (frames x channels, or 1-D for mono) from the oldest frames; returns the
+        number of frames filled. The rest of ``out`` is left untouched."""
+        view = out.reshape(-1, self.channels)
+        with self._lock:
+            n = min(len(view), len(self))
+            start = self._read % self.capacity
+            first = min(n, self.capacity - start)
+            view[:first] = self._buf[start : start + first]
+            view[first:n] = self._buf[: n - first]
+            self._read += n
+        return n
+
+    def read(self, max_frames: int | None = None) -> np.ndarray:
+        """Take up to ``max_frames`` (all if None) frames, oldest first, as a new array."""
+        n = len(self) if max_frames is None else min(max_frames, len(self))
+        out = np.empty((n, self.channels), dtype=np.int16)
+        got = self.read_into(out)
+        out = out[:got]
+        return out.reshape(-1) if self.channels == 1 else out
+
+    def clear(self) -> int:
+        """Drop everything buffered; returns the number of frames dropped."""
+        with self._lock:
+            n = len(self)
+            self._read = self._write
+        return n

@@ -1,0 +1,146 @@
+"""The ring buffer and the playback tracker, without PortAudio (that is tested elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.audio.ring import SampleRing
+from appliance.audio.tracker import PlaybackTracker
+
+# ---- ring -------------------------------------------------------------------------------
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["w", "r"]), st.integers(min_value=0, max_value=300)),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops, st.integers(min_value=1, max_value=257))
+def test_random_writes_and_reads_never_lose_duplicate_or_reorder(operations, capacity):
+    """Against a model: what comes out is exactly the input stream minus the counted drops,
+    and the drops are always the oldest audio."""
+    ring = SampleRing(capacity)
+    counter = 0
+    model: list[int] = []  # the frames the ring should hold, oldest first
+    out: list[int] = []
+    dropped = 0
+    for op, n in operations:
+        if op == "w":
+            frames = (np.arange(counter, counter + n) % 30000).astype(np.int16)
+            counter += n
+            model.extend(frames.tolist())
+            lost = max(0, len(model) - capacity)
+            del model[:lost]
+            dropped += lost
+            assert ring.write(frames) == lost
+        else:
+            got = ring.read(n).tolist()
+            assert got == model[: len(got)]
+            assert len(got) == min(n, len(model))
+            del model[: len(got)]
+            out.extend(got)
+        assert len(ring) == len(model) <= capacity
+    assert ring.dropped_frames == dropped
+    out.extend(ring.read().tolist())
+    # Everything ever written is accounted for: read, or dropped as counted.
+    assert len(out) + dropped == counter
+
+
+def test_read_into_fills_only_what_is_there():
+    ring = SampleRing(8)
+    ring.write(np.array([1, 2, 3], dtype=np.int16))
+    out = np.full(5, -1, dtype=np.int16)
+    assert ring.read_into(out) == 3
+    assert out.tolist() == [1, 2, 3, -1, -1]
+    assert ring.read_into(out) == 0
+
+
+def test_multichannel_and_clear():
+    ring = SampleRing(4, channels=2)
+    ring.write(np.array([[1, -1], [2, -2], [3, -3]], dtype=np.int16))
+    assert ring.read(2).tolist() == [[1, -1], [2, -2]]
+    assert ring.clear() == 1 and len(ring) == 0
+    ring.write(np.arange(12, dtype=np.int16).reshape(6, 2))  # more than capacity: newest kept
+    assert ring.read().tolist() == [[4, 5], [6, 7], [8, 9], [10, 11]]
+    assert ring.overruns == 1 and ring.dropped_frames == 2
+
+
+def test_threads_one_producer_one_consumer_keep_order():
+    ring = SampleRing(1 << 16)
+    total = 200_000
+    got: list[np.ndarray] = []
+
+    def produce():
+        for start in range(0, total, 480):
+            ring.write((np.arange(start, min(start + 480, total)) % 32768).astype(np.int16))
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    received = 0
+    while received < total:
+        chunk = ring.read(1000)
+        got.append(chunk)
+        received += len(chunk)
+        if not len(chunk):
+            producer.join(0.0001)
+    producer.join()
+    assert ring.overruns == 0
+    assert np.array_equal(np.concatenate(got), (np.arange(total) % 32768).astype(np.int16))
+
+
+# ---- tracker ----------------------------------------------------------------------------
+
+
+def test_tracker_attributes_played_samples_in_queue_order():
+    t = PlaybackTracker(rate=1000)
+    t.queued("a", 500)
+    t.queued("a", 500)
+    t.queued("b", 300)
+    t.played_up_to(700)
+    assert (t.audio_end_ms("a"), t.audio_end_ms("b"), t.playing_item) == (700, 0, "a")
+    t.played_up_to(1100)
+    assert (t.audio_end_ms("a"), t.audio_end_ms("b"), t.playing_item) == (1000, 100, "b")
+    t.played_up_to(5000)  # silence after the end does not count
+    assert (t.audio_end_ms("b"), t.drained, t.playing_item) == (300, True, None)
+
+
+def test_flush_reports_heard_ms_and_forgets_the_rest():
+    t = PlaybackTracker(rate=44100)
+    t.queued("a", 44100)  # 1 s received
+    t.played_up_to(11025)  # 250 ms heard
+    assert t.flush() == {"a": 250}
+    assert t.drained and t.pending_samples == 0
+    # New audio after the flush is positioned after what was played, not after the cut.
+    t.queued("b", 4410)
+    t.played_up_to(11025 + 2205)
+    assert t.audio_end_ms("b") == 50
+    assert t.audio_end_ms("a") == 250  # never more than was heard
+
+
+def test_heard_is_clamped_to_received():
+    t = PlaybackTracker(rate=1000)
+    t.queued("a", 100)
+    t.played_up_to(10_000)
+    assert t.audio_end_ms("a") == t.received_ms("a") == 100
+
+
+def test_tracker_memory_is_bounded():
+    t = PlaybackTracker(rate=1000)
+    for i in range(1000):
+        t.queued(f"item{i}", 10)
+        t.played_up_to((i + 1) * 10)
+    assert len(t._received) <= 33 and len(t._heard) <= 33
+    assert t.audio_end_ms("item999") == 10
+
+
+@pytest.mark.parametrize("n", [0, -5])
+def test_empty_queue_calls_are_ignored(n):
+    t = PlaybackTracker(rate=1000)
+    t.queued("a", n)
+    assert t.drained and t.playing_item is None
