@@ -59,13 +59,6 @@ def value_at(obj: object, dotted: str) -> object:
     return obj
 
 
-def default_of(f: dataclasses.Field) -> object:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    assert f.default_factory is not dataclasses.MISSING, f.name
-    return f.default_factory()
-
-
 # --- loading a good file ----------------------------------------------------------------
 
 
@@ -80,9 +73,10 @@ def test_minimal_file_loads_with_defaults(tmp_path):
     assert rt.api_key.reveal() == "some-key"
     assert rt.api_key_source == f"{path}:4"
     given = {"realtime.url", "realtime.folder_id", "realtime.api_key"}
-    for dotted, f, _ in iter_settings(Config):
+    defaults = Config(realtime=RealtimeConfig(folder_id="b1gexample"))
+    for dotted, _f, _ in iter_settings(Config):
         if dotted not in given:
-            assert value_at(config, dotted) == default_of(f), dotted
+            assert value_at(config, dotted) == value_at(defaults, dotted), dotted
     assert config.logging == LoggingConfig()
     assert rt.endpoint == (
         "ws://127.0.0.1:8765/v1/realtime/openai?model=gpt://b1gexample/speech-realtime-250923"
@@ -141,12 +135,15 @@ def test_shipped_config_is_the_defaults(tmp_path):
     assert text.count('folder_id: ""') == 1
     config = load_config(write(tmp_path, text.replace('folder_id: ""', "folder_id: b1gx")), {})
     assert config.realtime.folder_id == "b1gx"
+    # The reference is built from the dataclasses alone (not the loader), so nested defaults
+    # such as gpio.led.idle (a LedPattern with its own values) are checked as declared.
+    defaults = Config(realtime=RealtimeConfig(folder_id="b1gx"))
     checked = 0
-    for dotted, f, _ in iter_settings(Config):
+    for dotted, _f, _ in iter_settings(Config):
         if dotted == "realtime.folder_id":
             continue
-        assert value_at(config, dotted) == default_of(f), dotted
-        assert type(value_at(config, dotted)) is type(default_of(f)), dotted
+        assert value_at(config, dotted) == value_at(defaults, dotted), dotted
+        assert type(value_at(config, dotted)) is type(value_at(defaults, dotted)), dotted
         checked += 1
     assert checked >= 15
     assert config.realtime.api_key is None
@@ -200,7 +197,7 @@ BAD = {
     ),
     "unknown section no match": (
         HEAD + "zzz: 1\n",
-        "3: zzz: unknown section; valid sections: realtime, audio, logging",
+        "3: zzz: unknown section; valid sections: realtime, audio, button, gpio, control, logging",
     ),
     "wrong type int": (
         HEAD + "  output_rate: fast\n",
@@ -323,11 +320,13 @@ BAD = {
     ),
     "top-level list": (
         "- realtime\n- logging\n",
-        "1: the top level must be a mapping of sections (realtime, audio, logging)",
+        "1: the top level must be a mapping of sections "
+        "(realtime, audio, button, gpio, control, logging)",
     ),
     "top-level scalar": (
         "hello\n",
-        "1: the top level must be a mapping of sections (realtime, audio, logging)",
+        "1: the top level must be a mapping of sections "
+        "(realtime, audio, button, gpio, control, logging)",
     ),
     "section not a mapping": ("realtime: 5\n", "1: realtime: expected a mapping of keys"),
     "section is a list": ("realtime:\n  - a\n", "1: realtime: expected a mapping of keys"),
@@ -687,3 +686,13 @@ def test_config_error_is_one_line():
     assert str(ConfigError("a\nb")) == "a b"
     assert ConfigError("x").exit_code == 78
     assert os.EX_CONFIG == EX_CONFIG
+
+
+def test_nested_section_defaults_come_from_the_parent(tmp_path):
+    """Each gpio.led.<state> has its own default pattern; giving one key keeps the others."""
+    text = MINIMAL + "gpio:\n  led:\n    idle:\n      level: 0.3\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert (config.gpio.led.idle.pattern, config.gpio.led.idle.level) == ("steady", 0.3)
+    assert config.gpio.led.offline.pattern == "blink"
+    assert config.gpio.led.error.pattern == "triple"
+    assert config.gpio.led.starting.period_s == 0.5

@@ -127,6 +127,17 @@ def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:
     return walker.section(cls, root, "", 1), walker.lines
 
 
+def _default_section(field: dataclasses.Field[Any], base: Any) -> Any:
+    """The default instance of a sub-section field: from the parent's base, else declared."""
+    if base is not None:
+        return getattr(base, field.name)
+    if field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = field.default
+    return default if dataclasses.is_dataclass(default) else None
+
+
 def _line(node: Node) -> int:
     return node.start_mark.line + 1
 
@@ -161,8 +172,15 @@ class _Walker:
             return show(value)
         return show(node.value)
 
-    def section(self, cls: type, node: MappingNode | None, prefix: str, line: int) -> Any:
-        """Build section ``cls`` from ``node`` (None: absent); ``line`` is where it starts."""
+    def section(
+        self, cls: type, node: MappingNode | None, prefix: str, line: int, base: Any = None
+    ) -> Any:
+        """Build section ``cls`` from ``node`` (None: absent); ``line`` is where it starts.
+
+        ``base`` is the section's default instance where its parent declares one (e.g. each
+        ``gpio.led.<state>`` has its own pattern): keys the file leaves out come from it, not
+        from the class's field defaults.
+        """
         fields = settings_of(cls)
         values: dict[str, Any] = {}
         seen: dict[str, int] = {}
@@ -179,30 +197,42 @@ class _Walker:
                 raise self.error(kline, dotted, self.unknown(key, list(fields), prefix))
             field, tp = fields[key]
             self.lines[dotted] = kline
-            values[key] = self.value(tp, field.metadata, value_node, dotted, kline)
+            values[key] = self.value(
+                tp, field.metadata, value_node, dotted, kline, _default_section(field, base)
+            )
         for key, (field, tp) in fields.items():
             if key in values:
                 continue
             inner, _ = unwrap_optional(tp)
             if is_section(inner):
-                values[key] = self.section(inner, None, f"{prefix}{key}.", line)
+                values[key] = self.section(
+                    inner, None, f"{prefix}{key}.", line, _default_section(field, base)
+                )
             elif (
                 field.default is dataclasses.MISSING
                 and field.default_factory is dataclasses.MISSING
             ):
                 hint = field.metadata.get("required") or "this setting is required"
                 raise self.error(line, prefix + key, f"missing; {hint}")
-        return cls(**values)
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
-    def value(self, tp: Any, meta: Mapping[str, Any], node: Node, dotted: str, line: int) -> Any:
+    def value(
+        self,
+        tp: Any,
+        meta: Mapping[str, Any],
+        node: Node,
+        dotted: str,
+        line: int,
+        base: Any = None,
+    ) -> Any:
         tp, optional = unwrap_optional(tp)
         if optional and _is_null(node):
             return None
         if is_section(tp):
             if isinstance(node, MappingNode):
-                return self.section(tp, node, dotted + ".", line)
+                return self.section(tp, node, dotted + ".", line, base)
             if _is_null(node):  # every key commented out: all defaults
-                return self.section(tp, None, dotted + ".", line)
+                return self.section(tp, None, dotted + ".", line, base)
             raise self.error(line, dotted, "expected a mapping of keys")
         if typing.get_origin(tp) is tuple:
             item_tp = typing.get_args(tp)[0]

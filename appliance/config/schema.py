@@ -319,12 +319,111 @@ class AudioConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ButtonConfig:
+    """How a press becomes a turn."""
+
+    mode: str = field(
+        default="hold",
+        metadata=meta(
+            doc="hold: talk while held; toggle: press to start, press again to stop.",
+            choices=("hold", "toggle"),
+        ),
+    )
+    min_press_ms: int = field(
+        default=150,
+        metadata=meta(
+            doc="A shorter press is ignored (with a short error sound), ms.", range=(0, 2000)
+        ),
+    )
+    max_listen_s: float = field(
+        default=30.0,
+        metadata=meta(doc="Listening ends by itself after this long, s.", range=(1, 300)),
+    )
+    debounce_ms: int = field(
+        default=30,
+        metadata=meta(doc="Contact bounce shorter than this is ignored, ms.", range=(0, 500)),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedPattern:
+    """One LED pattern: steady, pulse (fade in and out), blink, triple (three blinks), off."""
+
+    pattern: str = field(
+        default="steady",
+        metadata=meta(doc="The pattern.", choices=("off", "steady", "pulse", "blink", "triple")),
+    )
+    level: float = field(default=1.0, metadata=meta(doc="Brightness, 0 to 1.", range=(0, 1)))
+    period_s: float = field(
+        default=1.0, metadata=meta(doc="Length of one cycle, s.", range=(0.1, 10))
+    )
+
+
+def _led(pattern: str, level: float, period_s: float, doc: str) -> Any:
+    return field(
+        default_factory=lambda: LedPattern(pattern=pattern, level=level, period_s=period_s),
+        metadata=meta(doc=doc),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedConfig:
+    """The LED pattern of each state."""
+
+    starting: LedPattern = _led("pulse", 1.0, 0.5, "Coming up.")
+    idle: LedPattern = _led("steady", 0.1, 1.0, "Connected, waiting for a press.")
+    listening: LedPattern = _led("steady", 1.0, 1.0, "The microphone is on.")
+    thinking: LedPattern = _led("pulse", 1.0, 0.8, "Waiting for the answer.")
+    speaking: LedPattern = _led("pulse", 0.8, 3.0, "The answer plays.")
+    offline: LedPattern = _led("blink", 1.0, 2.0, "No connection; retrying.")
+    error: LedPattern = _led("triple", 1.0, 2.0, "A fault to fix: key refused, no audio device.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpioConfig:
+    """The push button and the LED on the Pi's header (BCM numbering)."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=meta(doc="Use the GPIO button and LED; false: terminal or control socket."),
+    )
+    button_pin: int = field(
+        default=17,
+        metadata=meta(
+            doc="BCM pin of the button, wired to ground (internal pull-up).", range=(0, 27)
+        ),
+    )
+    led_pin: int = field(
+        default=18,
+        metadata=meta(doc="BCM pin of the LED (through a resistor to ground), PWM.", range=(0, 27)),
+    )
+    led: LedConfig = field(default_factory=LedConfig, metadata=meta(doc="LED patterns."))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlConfig:
+    """The local control socket (appliance press/release/talk/status)."""
+
+    socket: str = field(
+        default="/run/appliance/control.sock",
+        metadata=meta(doc="Path of the Unix socket (mode 0660).", check=_path),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole configuration. Sections are the dataclass-typed fields."""
 
     realtime: RealtimeConfig = field(metadata=meta(doc="The Realtime speech API."))
     audio: AudioConfig = field(
         default_factory=AudioConfig, metadata=meta(doc="Microphone and speaker.")
+    )
+    button: ButtonConfig = field(
+        default_factory=ButtonConfig, metadata=meta(doc="The push button's rules.")
+    )
+    gpio: GpioConfig = field(default_factory=GpioConfig, metadata=meta(doc="Button and LED pins."))
+    control: ControlConfig = field(
+        default_factory=ControlConfig, metadata=meta(doc="The control socket.")
     )
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=meta(doc="Logging."))
     path: Path = field(
