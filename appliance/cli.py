@@ -14,6 +14,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.config import Config, ConfigError, find_config_path, load_config
+from appliance.control.client import add_parsers as add_control_parsers
 from appliance.logs import setup_logging
 
 EX_USAGE, EX_NOPERM, EX_CONFIG = 2, 77, 78
@@ -41,6 +42,41 @@ def cmd_ask(args: argparse.Namespace) -> int:
     except AskFailed as exc:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appliance.control.protocol import ControlError
+    from appliance.daemon import Appliance
+    from appliance.service.journal import setup_service_logging
+
+    config = load_config(find_config_path(getattr(args, "config", None)))
+    setup_service_logging("debug" if getattr(args, "verbose", False) else config.logging.level)
+    key = config.require_api_key()
+    try:
+        return asyncio.run(Appliance(config, key).run())
+    except ControlError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from appliance.audio.devices import format_device_table, list_devices, open_pyaudio
+
+    _config(args)  # for the log level; the API key is not needed
+    pa = open_pyaudio()
+    try:
+        devices = list_devices(pa)
+    finally:
+        pa.terminate()
+    if not devices:
+        print(
+            "appliance devices: PortAudio finds no sound device "
+            "(no sound card, or ALSA is not configured for this user)",
+            file=sys.stderr,
+        )
+        return 1
+    print(format_device_table(devices))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, metavar="ANSWER.wav", help="where to write the answer"
     )
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the appliance (the systemd service runs this)",
+        description="Run the smart speaker: microphone, speaker, button, LED, the Realtime "
+        "session and the control socket, until SIGTERM. SIGHUP reloads the configuration.",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "devices",
+        parents=[common],
+        help="list the sound devices and the rates they support",
+        description="List PortAudio's sound devices: index, name, input and output channels, "
+        "the standard rates each supports, and the defaults. audio.input_device and "
+        "audio.output_device take an index, part of a name, or default.",
+    )
+    p.set_defaults(func=cmd_devices)
+    add_control_parsers(sub, common)
     return parser
 
 

@@ -1,0 +1,327 @@
+"""``appliance run``: the long-running service that wires config, audio, link, panel and socket.
+
+Start-up order: logging, the audio streams (they retry in the background if a device is
+missing), the Realtime link (it retries too), the panel, the control socket; then ``READY=1``.
+SIGTERM stops everything within a few seconds (``STOPPING=1``, LED off, exit 0); SIGHUP
+reloads config.yaml, keeping the session when the ``realtime`` keys did not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from typing import Any
+
+from appliance.audio.capture import Capture
+from appliance.audio.playback import Playback
+from appliance.config import ApiKey, Config, ConfigError, load_config
+from appliance.control.server import ControlServer
+from appliance.core import state_machine as sm
+from appliance.panel.select import open_panel
+from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
+from appliance.realtime.tools import ToolRegistry
+from appliance.service.journal import TranscriptLog
+from appliance.service.notify import ServiceNotifier
+from appliance.turns import TurnShell
+
+log = logging.getLogger("appliance")
+
+
+def turn_rules(config: Config) -> sm.TurnRules:
+    return sm.TurnRules(
+        mode=config.button.mode,
+        min_press_ms=config.button.min_press_ms,
+        max_listen_s=config.button.max_listen_s,
+        answer_timeout_s=config.realtime.answer_timeout_s,
+    )
+
+
+class Appliance:
+    """The running box. Also the control socket's handler (press, release, talk, status)."""
+
+    def __init__(
+        self,
+        config: Config,
+        api_key: ApiKey,
+        *,
+        pa_factory: Any = None,
+        pin_factory: Any = None,
+        stdin: Any = None,
+    ) -> None:
+        self.config = config
+        self.api_key = api_key
+        self._pa_factory = pa_factory
+        self._pin_factory = pin_factory
+        self._stdin = stdin
+        self.started_at = time.monotonic()
+        self.notifier = ServiceNotifier()
+        self.transcripts = TranscriptLog(
+            config.logging.transcripts, logging.getLogger("appliance.transcript")
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._audio_failed: dict[str, str] = {}
+        self.link: SessionSupervisor | None = None
+        self.capture: Capture | None = None
+        self.playback: Playback | None = None
+        self.panel: Any = None
+        self.shell: TurnShell | None = None
+        self.control: ControlServer | None = None
+
+    # ---- building the parts ------------------------------------------------------------
+
+    def _new_link(self) -> SessionSupervisor:
+        settings = LinkSettings.from_config(self.config.realtime, self.api_key)
+        return SessionSupervisor(settings, ToolRegistry())
+
+    def _audio_kwargs(self) -> dict[str, Any]:
+        return {"pa_factory": self._pa_factory} if self._pa_factory else {}
+
+    def _new_audio(self) -> tuple[Capture, Playback]:
+        capture = Capture(
+            self.config.audio,
+            on_state=lambda s, e: self._audio_state("microphone", s, e),
+            **self._audio_kwargs(),
+        )
+        playback = Playback(
+            self.config.audio,
+            source_rate=self.config.realtime.output_rate,
+            on_state=lambda s, e: self._audio_state("speaker", s, e),
+            **self._audio_kwargs(),
+        )
+        return capture, playback
+
+    def _open_panel(self) -> Any:
+        kwargs = {"pin_factory": self._pin_factory} if self._pin_factory else {}
+        if self._stdin is not None:
+            kwargs["stdin"] = self._stdin
+        return open_panel(
+            self.config.gpio,
+            self.config.button,
+            asyncio.get_running_loop(),
+            self._panel_event,
+            **kwargs,
+        )
+
+    def _panel_event(self, event: sm.Event) -> None:
+        if self.shell is not None:
+            self.shell.post(event)
+
+    # ---- running -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        try:
+            await self._start()
+            self.notifier.ready(self._status_line())
+            log.info("the appliance is running (%s)", self._status_line())
+            await self._stop.wait()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping")
+            await self._shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    async def _start(self) -> None:
+        self.capture, self.playback = self._new_audio()
+        await self.capture.start()
+        await self.playback.start()
+        self.link = self._new_link()
+        self.panel = self._open_panel()
+        self.shell = TurnShell(
+            sm.TurnMachine(turn_rules(self.config)),
+            self.link,
+            self.playback,
+            self.panel,
+            self.transcripts,
+            on_state=self._state_changed,
+        )
+        self.panel.show(sm.State.STARTING)
+        for where, error in self._audio_failed.items():
+            self.shell.post(sm.AudioLost(f"{where}: {error}"))
+        self.link.start()
+        self.control = ControlServer(self.config.control.socket, self)
+        await self.control.start()
+        self._spawn(self._pump_link(self.link))
+        self._spawn(self._pump_mic(self.capture))
+        self._spawn(self.notifier.run_watchdog())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed: %r", task.exception(), exc_info=task.exception())
+
+    async def _pump_link(self, link: SessionSupervisor) -> None:
+        async for event in link.events():
+            if link is not self.link:
+                return  # replaced by a reload
+            await self.shell.on_link_event(event)
+
+    async def _pump_mic(self, capture: Capture) -> None:
+        async for chunk in capture.chunks():
+            if capture is not self.capture:
+                return
+            await self.shell.on_mic_chunk(chunk)
+
+    def _audio_state(self, where: str, state: str, error: str | None) -> None:
+        if state == "failed":
+            self._audio_failed[where] = error or "failed"
+            if self.shell is not None:
+                self.shell.post(sm.AudioLost(f"{where}: {error}"))
+        elif (
+            state == "running"
+            and self._audio_failed.pop(where, None) is not None
+            and not self._audio_failed
+            and self.shell is not None
+        ):
+            self.shell.post(sm.AudioBack())
+
+    def _state_changed(self, state: sm.State) -> None:
+        self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        if self.shell is None or self.link is None:
+            return "starting"
+        state = self.shell.machine.state.value
+        if self.link.connected:
+            return f"{state}, connected"
+        if self._audio_failed:
+            return f"{state}, audio: " + "; ".join(self._audio_failed.values())
+        return f"{state}, {self.link.last_error or 'connecting'}"
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        parts = [
+            self.control.close() if self.control else None,
+            self.shell.close() if self.shell else None,
+            self.link.close() if self.link else None,
+            self.capture.stop() if self.capture else None,
+            self.playback.stop() if self.playback else None,
+        ]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.5):
+                await asyncio.gather(*(p for p in parts if p is not None), return_exceptions=True)
+        if self.panel is not None:
+            self.panel.close()
+
+    # ---- SIGHUP ------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Re-read config.yaml; keep what did not change (above all, the session)."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.path)
+            key = new.require_api_key()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status_line())
+            return
+        old, self.config = self.config, new
+        if new.realtime != old.realtime or key != self.api_key:
+            self.api_key = key
+            log.info("reload: the realtime settings changed; opening a new session")
+            old_link, self.link = self.link, self._new_link()
+            self.shell.link = self.link
+            await old_link.close()
+            self.link.start()
+            await self.shell.handle(sm.SessionDown("reconfigured"))
+            self._spawn(self._pump_link(self.link))
+        if new.audio != old.audio:
+            if _only_volume_changed(old, new):
+                self.playback.volume = new.audio.volume
+            else:
+                log.info("reload: the audio settings changed; reopening the devices")
+                await self.capture.stop()
+                await self.playback.stop()
+                self.capture, self.playback = self._new_audio()
+                self.shell.playback = self.playback
+                await self.capture.start()
+                await self.playback.start()
+                self._spawn(self._pump_mic(self.capture))
+        if new.gpio != old.gpio or new.button != old.button:
+            self.panel.close()
+            self.panel = self._open_panel()
+            self.shell.panel = self.panel
+            self.panel.show(self.shell.machine.state)
+        self.shell.machine.rules = turn_rules(new)
+        self.transcripts.enabled = new.logging.transcripts
+        logging.getLogger().setLevel(new.logging.level.upper())
+        log.info("reloaded %s", new.path)
+        self.notifier.ready(self._status_line())
+
+    # ---- the control socket's handler --------------------------------------------------
+
+    async def press(self) -> None:
+        await self.shell.press()
+
+    async def release(self) -> None:
+        await self.shell.release()
+
+    async def talk(self, seconds: float) -> dict:
+        await self.shell.press()
+        await asyncio.sleep(seconds)
+        await self.shell.release()
+        turn = await self.shell.wait_turn_end(self.config.realtime.answer_timeout_s + 120)
+        return turn.summary() if turn else {}
+
+    def status(self) -> dict:
+        shell, link = self.shell, self.link
+        counters = shell.counters
+        age = link.session_age_s
+        return {
+            "state": shell.machine.state.value,
+            "connected": link.connected,
+            "session_id": link.session_id,
+            "session_age_s": None if age is None else round(age, 1),
+            "reconnects": link.reconnects,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "turns": counters.turns,
+            "answered": counters.answered,
+            "failed": counters.failed,
+            "results": dict(counters.results),
+            "last_turn": shell.last_turn.summary() if shell.last_turn else None,
+            "audio": {
+                "capture": _audio_figures(self.capture),
+                "playback": _audio_figures(self.playback),
+                "volume": self.playback.volume,
+            },
+            "errors": counters.errors,
+            "last_error": counters.last_error or link.last_error,
+        }
+
+
+def _only_volume_changed(old: Config, new: Config) -> bool:
+    return dataclasses.replace(old.audio, volume=new.audio.volume) == new.audio
+
+
+def _audio_figures(part: Any) -> dict:
+    names = (
+        "state",
+        "error",
+        "device_name",
+        "device_rate",
+        "overruns",
+        "underruns",
+        "dropped_frames",
+        "cut_frames",
+        "callbacks",
+        "callback_errors",
+    )
+    return {n: getattr(part, n) for n in names if hasattr(part, n)}

@@ -1,0 +1,348 @@
+"""The turn shell: carries out the state machine's effects on the link, the mic and the speaker.
+
+Everything here runs in the asyncio loop. Inputs arrive as calls (``on_link_event``,
+``on_mic_chunk``, ``press``...), each turned into state-machine events; the effects that come
+back are carried out in order. Nothing here decides *what* should happen: that is
+:mod:`appliance.core.state_machine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from appliance.core import state_machine as sm
+from appliance.protocol import server_events as ev
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
+from appliance.realtime.session import NotConnected
+from appliance.realtime.supervisor import SessionSupervisor
+
+log = logging.getLogger("appliance.turns")
+
+MIN_COMMIT_MS = 100  # the API rejects shorter commits; the box never sends them
+INPUT_BYTES_PER_MS = 48  # 24 kHz PCM16 mono
+
+
+@dataclass
+class TurnRecord:
+    """The figures of one turn, for the journal and ``appliance status``."""
+
+    number: int
+    session_id: str | None = None
+    user: str = ""
+    assistant: str = ""
+    audio_in_ms: int = 0
+    audio_out_ms: int = 0
+    latency_ms: int | None = None
+    result: str = ""
+    released_at: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("released_at")
+        return data
+
+
+@dataclass
+class TurnCounters:
+    turns: int = 0
+    answered: int = 0
+    failed: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    results: dict[str, int] = field(default_factory=dict)
+
+
+class TurnShell:
+    """Wires one :class:`TurnMachine` to the link, the capture, the playback and the panel.
+
+    ``playback`` and ``panel`` are duck-typed (see :mod:`appliance.audio.playback` and
+    :mod:`appliance.panel`); ``transcripts`` is a :class:`appliance.service.journal.TranscriptLog`.
+    """
+
+    def __init__(
+        self,
+        machine: sm.TurnMachine,
+        link: SessionSupervisor,
+        playback: Any,
+        panel: Any,
+        transcripts: Any,
+        *,
+        on_state: Callable[[sm.State], None] | None = None,
+    ) -> None:
+        self.machine = machine
+        self.link = link
+        self.playback = playback
+        self.panel = panel
+        self.transcripts = transcripts
+        self.on_state = on_state
+        self.counters = TurnCounters()
+        self.turn: TurnRecord | None = None
+        self.last_turn: TurnRecord | None = None
+        self._sending = False
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Interrupted responses whose late audio is dropped; bounded (months of uptime).
+        self._dropped_responses: deque[str] = deque(maxlen=16)
+        self._response_id: str | None = None
+        self._drop_next_response = False
+        self._answer_items: set[str] = set()
+        self._drain_task: asyncio.Task | None = None
+        self._turn_done = asyncio.Event()
+        self._busy: set[asyncio.Task] = set()
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    async def handle(self, event: sm.Event) -> None:
+        """Feed one event to the machine and carry out what it says, in order."""
+        before = self.machine.state
+        effects = self.machine.handle(event)
+        if self.machine.state is not before:
+            log.debug(
+                "state %s -> %s on %s", before.value, self.machine.state.value, type(event).__name__
+            )
+        for effect in effects:
+            await self._do(effect)
+
+    def post(self, event: sm.Event) -> None:
+        """Feed an event from a plain callback (timers, panels): runs as its own task."""
+        task = asyncio.get_running_loop().create_task(self.handle(event))
+        self._busy.add(task)
+        task.add_done_callback(self._busy.discard)
+
+    async def press(self) -> None:
+        await self.handle(sm.ButtonDown(time.monotonic()))
+
+    async def release(self) -> None:
+        await self.handle(sm.ButtonUp(time.monotonic()))
+
+    async def wait_turn_end(self, wait_s: float) -> TurnRecord | None:
+        """After a release: wait until the turn has a result (answered, failed...)."""
+        try:
+            async with asyncio.timeout(wait_s):
+                while self.machine.in_turn:
+                    self._turn_done.clear()
+                    await self._turn_done.wait()
+        except TimeoutError:
+            pass
+        return self.last_turn
+
+    async def on_mic_chunk(self, pcm: bytes) -> None:
+        """24 kHz mono PCM16 from the capture; sent only while listening (half duplex)."""
+        if not self._sending or self.turn is None:
+            return
+        try:
+            await self.link.append_audio(pcm)
+        except NotConnected as exc:
+            self._sending = False
+            await self.handle(sm.TurnFailed(str(exc)))
+            return
+        self.turn.audio_in_ms += len(pcm) // INPUT_BYTES_PER_MS
+
+    async def on_link_event(self, event: Any) -> None:
+        match event:
+            case Connected():
+                await self.handle(sm.SessionUp())
+            case Disconnected(reason=reason):
+                self._note_error(f"offline: {reason}")
+                await self.handle(sm.SessionDown(reason))
+            case AuthRejected(reason=reason):
+                self._note_error(reason)
+                await self.handle(sm.AuthFailed(reason))
+            case ev.InputTranscript(transcript=text):
+                self._user_said(text)
+            case ev.ResponseCreated(response_id=rid):
+                if self._drop_next_response:
+                    self._drop_next_response = False
+                    self._dropped_responses.append(rid)
+                elif self.machine.state in (sm.State.THINKING, sm.State.SPEAKING):
+                    self._response_id = rid
+            case ev.TranscriptDelta(response_id=rid, delta=delta):
+                if self.turn is not None and rid not in self._dropped_responses:
+                    self.turn.assistant += delta
+            case ev.TranscriptDone(response_id=rid, text=text):
+                if self.turn is not None and rid not in self._dropped_responses:
+                    self.turn.assistant = text
+            case ev.AudioDelta():
+                await self._answer_audio(event)
+            case ev.ResponseDone():
+                await self._response_done(event)
+            case ev.ServerError(code="input_audio_buffer_commit_empty"):
+                await self.handle(sm.TurnFailed("the server found no audio in the question"))
+            case ev.ServerError(message=message, code=code):
+                self._note_error(f"server error {code}: {message}")
+
+    # ---- answer audio ------------------------------------------------------------------
+
+    async def _answer_audio(self, event: ev.AudioDelta) -> None:
+        if event.response_id in self._dropped_responses:
+            return  # the owner interrupted this answer: its late audio is not played
+        if self.machine.state not in (sm.State.THINKING, sm.State.SPEAKING):
+            return
+        self.playback.play_answer(event.item_id, event.audio)
+        self._answer_items.add(event.item_id)
+        turn = self.turn
+        if turn is not None:
+            turn.audio_out_ms += len(event.audio) * 1000 // 2 // self.link.output_rate
+            if turn.latency_ms is None and turn.released_at is not None:
+                turn.latency_ms = round((time.monotonic() - turn.released_at) * 1000)
+        if self.machine.state is sm.State.THINKING:
+            await self.handle(sm.AnswerAudio())
+            self._watch_drain()
+
+    async def _response_done(self, done: ev.ResponseDone) -> None:
+        if done.response_id in self._dropped_responses:
+            return
+        if self.link.answer_follows:
+            return  # a tool round: the real answer is still to come
+        for item in self._answer_items:
+            self.playback.end_answer(item)
+        self._answer_items.clear()
+        self._response_id = None
+        if done.status == "failed":
+            self._note_error(f"the answer failed: {done.error_code} {done.error_message or ''}")
+        await self.handle(sm.ResponseFinished(done.status))
+        if self.machine.state is sm.State.SPEAKING:
+            self._watch_drain()
+
+    def _watch_drain(self) -> None:
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.machine.state is sm.State.SPEAKING:
+            if await self.playback.wait_drained(0.5):
+                await self.handle(sm.PlaybackDrained())
+                if self.machine.state is sm.State.SPEAKING:
+                    await asyncio.sleep(0.05)  # the server is still sending: look again
+
+    # ---- effects -----------------------------------------------------------------------
+
+    async def _do(self, effect: sm.Effect) -> None:
+        match effect:
+            case sm.StartMic():
+                self._start_turn()
+            case sm.StopMic():
+                self._sending = False
+            case sm.Commit():
+                await self._commit()
+            case sm.DiscardInput():
+                self._sending = False
+            case sm.CancelResponse():
+                await self._cancel()
+            case sm.FlushPlayback():
+                await self._barge_in()
+            case sm.PlayEarcon(name=name):
+                self.playback.play_earcon(name)
+            case sm.SetLed(state=state):
+                self.panel.show(state)
+                if self.on_state:
+                    self.on_state(state)
+            case sm.StartTimer(name=name, seconds=seconds):
+                self._cancel_timer(name)
+                event = sm.ListenTimeout() if name == "listen" else sm.AnswerTimeout()
+                self._timers[name] = asyncio.get_running_loop().call_later(
+                    seconds, self.post, event
+                )
+            case sm.CancelTimer(name=name):
+                self._cancel_timer(name)
+            case sm.TurnEnded(result=result):
+                self._end_turn(result)
+
+    def _cancel_timer(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _start_turn(self) -> None:
+        self.counters.turns += 1
+        self.turn = TurnRecord(self.counters.turns, session_id=self.link.session_id)
+        self.link.begin_turn()
+        self._answer_items.clear()
+        self._sending = True
+
+    async def _commit(self) -> None:
+        turn = self.turn
+        assert turn is not None
+        turn.released_at = time.monotonic()
+        if turn.audio_in_ms < MIN_COMMIT_MS:
+            # Under 100 ms the API refuses the commit; the box never sends it.
+            self.post(sm.TurnFailed(f"only {turn.audio_in_ms} ms of audio"))
+            return
+        try:
+            await self.link.commit()
+            await self.link.create_response()
+        except NotConnected as exc:
+            self.post(sm.TurnFailed(str(exc)))
+
+    async def _cancel(self) -> None:
+        if self._response_id:
+            self._dropped_responses.append(self._response_id)
+        else:  # cancelled before response.created named it: drop the next one that appears
+            self._drop_next_response = True
+        with contextlib.suppress(NotConnected):  # nothing to cancel on a dead link
+            await self.link.cancel_response()
+        self._response_id = None
+
+    async def _barge_in(self) -> None:
+        """Silence first; then tell the server how much of each cut answer was heard."""
+        cut = self.playback.flush()
+        self._answer_items.clear()
+        for item_id, heard_ms in cut.items():
+            if item_id.startswith("earcon:"):
+                continue
+            try:
+                await self.link.truncate(item_id, heard_ms)
+            except NotConnected:
+                return
+
+    def _end_turn(self, result: str) -> None:
+        turn, self.turn = self.turn, None
+        self._sending = False
+        self.link.end_turn()
+        if turn is None:
+            return
+        turn.result = result
+        self.counters.results[result] = self.counters.results.get(result, 0) + 1
+        if result == "answered":
+            self.counters.answered += 1
+            if turn.assistant:
+                self.transcripts.assistant(turn.assistant, turn.number, turn.session_id)
+        elif result in ("failed", "timeout"):
+            self.counters.failed += 1
+        self.transcripts.turn(
+            turn.number,
+            turn.latency_ms,
+            turn.audio_in_ms,
+            turn.audio_out_ms,
+            result,
+            session_id=turn.session_id,
+        )
+        self.last_turn = turn
+        self._turn_done.set()
+
+    def _user_said(self, text: str) -> None:
+        turn = self.turn or self.last_turn
+        if turn is None:
+            return
+        turn.user = text
+        self.transcripts.user(text, turn.number, turn.session_id)
+
+    def _note_error(self, message: str) -> None:
+        self.counters.errors += 1
+        self.counters.last_error = message
+
+    async def close(self) -> None:
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        tasks = [t for t in (self._drain_task, *self._busy) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
