@@ -40,7 +40,7 @@ def test_drawing_matches_the_config_defaults():
 
 
 def test_readme_section_links_the_picture():
-    section = (DOCS / "README-wiring.md").read_text(encoding="utf-8")
+    section = (DOCS.parent / "README.md").read_text(encoding="utf-8")
     assert "(docs/wiring.svg)" in section
     for words in ("BCM 17", "physical pin 11", "BCM 18", "physical pin 12", "330 Ω"):
         assert words in section
