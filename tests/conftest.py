@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers import each other by name
 
 from realtime_server import MODEL, RealtimeTestServer
+from virtual_alsa import virtual_alsa, virtual_alsa_reset  # noqa: F401 (fixtures)
 
 from appliance.config import ApiKey
 from appliance.realtime.backoff import Backoff

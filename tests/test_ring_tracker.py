@@ -72,26 +72,35 @@ def test_multichannel_and_clear():
 
 
 def test_threads_one_producer_one_consumer_keep_order():
-    ring = SampleRing(1 << 16)
-    total = 200_000
+    """Real threads: whatever the scheduling, nothing is duplicated or reordered, and every
+    frame is either read or counted as dropped (the oldest, when the reader fell behind)."""
+    ring = SampleRing(1 << 12, channels=2)
+    total, base = 200_000, 30_000
     got: list[np.ndarray] = []
 
     def produce():
+        # Each frame carries its own index across its two channels: unique, never wraps.
         for start in range(0, total, 480):
-            ring.write((np.arange(start, min(start + 480, total)) % 32768).astype(np.int16))
+            index = np.arange(start, min(start + 480, total))
+            ring.write(np.stack([index // base, index % base], axis=1).astype(np.int16))
 
     producer = threading.Thread(target=produce)
     producer.start()
-    received = 0
-    while received < total:
+    while producer.is_alive() or len(ring):
         chunk = ring.read(1000)
         got.append(chunk)
-        received += len(chunk)
         if not len(chunk):
             producer.join(0.0001)
     producer.join()
-    assert ring.overruns == 0
-    assert np.array_equal(np.concatenate(got), (np.arange(total) % 32768).astype(np.int16))
+    frames = np.concatenate(got).astype(np.int64)
+    out = frames[:, 0] * base + frames[:, 1]
+    assert len(out) + ring.dropped_frames == total
+    assert np.all(np.diff(out) > 0)  # in order, no duplicates
+    # The gaps are exactly the dropped frames, in at most one gap per overrun.
+    gaps = np.diff(out) - 1
+    assert int(gaps.sum()) + int(out[0]) + (total - 1 - int(out[-1])) == ring.dropped_frames
+    assert out[-1] == total - 1  # the newest audio always survives
+    assert np.count_nonzero(gaps) <= ring.overruns
 
 
 # ---- tracker ----------------------------------------------------------------------------

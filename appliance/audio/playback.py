@@ -1,0 +1,615 @@
+"""The speaker: answers and earcons out of a PortAudio callback stream, with an honest barge-in.
+
+Why a callback stream fed from a ring: the Realtime server sends an answer much faster than
+real time, in deltas of uneven size, on the asyncio loop. The loop resamples each delta to the
+device's rate and appends it to a :class:`SampleRing`; PortAudio's own thread pulls exactly one
+period per callback. The callback never blocks, works in preallocated buffers (the only
+allocation is the bytes object PyAudio wants back), never touches asyncio and never raises:
+when the ring is short it plays silence and counts an underrun.
+
+Why one tracker at the device rate: everything written to the ring (answer audio AND earcons)
+is registered with ONE :class:`PlaybackTracker` whose positions are ring frames, and
+``frames_played`` counts the frames the callback really took from the ring. The two therefore
+never drift, and on barge-in ``flush()`` says exactly how many ms of each answer were handed to
+the device (clamped to what was received), which is what ``conversation.item.truncate`` needs.
+
+Why flush is done on the loop side, under a lock the callback shares: ``flush()`` must return
+the heard ms at once, so the frames that will still play (a fade-out of at most 5 ms from the
+head of the ring, then nothing) have to be decided there and then. Under the lock the loop
+takes those frames from the ring head, fades them, empties the ring and puts the faded frames
+back; the callback holds the same lock only around its ring read and the ``frames_played``
+update, so it sees either the ring before the flush or after it, never half of it. The lock is
+held for a copy of a few hundred samples: it never waits on I/O. The output is silent within
+one period (plus what PortAudio had already been handed).
+
+Pops: a flushed answer fades out (above); a finished answer fades out too: the last 5 ms of each
+answer are held back from the ring until the next delta or ``end_answer()``, which fades them.
+An answer longer than the ring (``playback_buffer_s``) is cut, faded, with one warning; audio
+already queued is never dropped to make room (the ring's drop-oldest is not used here).
+
+Device failure: a device that does not open, or a stream that dies, gives ONE warning and state
+"failed"; the device is tried again every ``retry_s`` (a new PortAudio initialisation each time,
+so a replugged device is found) and one info line says when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from appliance.audio.devices import AudioDeviceError, find_device, open_pyaudio, pick_rate
+from appliance.audio.earcons import earcon
+from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
+from appliance.audio.ring import SampleRing
+from appliance.audio.tracker import PlaybackTracker
+from appliance.config.schema import AudioConfig
+
+log = logging.getLogger(__name__)
+
+FADE_S = 0.005  # the longest fade-out at a flush or at the end of an answer
+RATE_CANDIDATES = (48000, 44100, 24000)  # after the answer's own rate, when output_rate is 0
+EARCON_PREFIX = "earcon:"
+_PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
+_PA_ABORT = 2  # pyaudio.paAbort
+_PA_INT16 = 8  # pyaudio.paInt16
+_MONITOR_S = 0.1  # how often the loop checks that the stream is still alive
+_STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
+_OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
+_CLOSE_TIMEOUT_S = 2.0
+
+StateCallback = Callable[[str, "str | None"], None]
+
+
+def _select_output(pa: Any, config: AudioConfig, source_rate: int) -> tuple[int, str, int]:
+    """(index, name, rate) of the configured output device; the one seam to devices.py.
+
+    ``output_rate`` set: that rate or an error. 0: the answer's rate, then 48000, 44100, 24000.
+    """
+    device = find_device(pa, config.output_device, "output")
+    if config.output_rate:
+        rate = pick_rate(pa, device, "output", config.output_rate, ())
+    else:
+        rate = pick_rate(pa, device, "output", source_rate, RATE_CANDIDATES)
+    return device.index, device.name, rate
+
+
+def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
+    """``frames`` with a raised-cosine fade over its last ``n`` frames down to exactly 0."""
+    n = min(n, len(frames))
+    if n <= 0:
+        return frames
+    out = np.array(frames, dtype=np.int16, copy=True)
+    ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)  # just under 1 ... 0
+    out[-n:] = np.rint(out[-n:].astype(np.float64) * ramp).astype(np.int16)
+    return out
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    plain = isinstance(error, OSError | LookupError | AudioDeviceError)
+    return text if plain else f"{type(error).__name__}: {text}"
+
+
+def _in_daemon_thread(
+    fn: Callable[..., Any], *args: Any, late: Callable[[Any], None] | None = None
+) -> asyncio.Future[Any]:
+    """``fn(*args)`` in a daemon thread, as a future of the running loop.
+
+    Why not the loop's executor: a PortAudio call on a stuck device can block for good (a
+    stream whose writer thread hangs in write() cannot be closed), and an executor thread would
+    then hold up the loop's shutdown and the process's exit. A result that arrives after the
+    future was given up on (cancelled, timed out) is handed to ``late`` (to close it).
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if fut.done():
+            if ok and late is not None:
+                late(value)
+        elif ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def run() -> None:
+        try:
+            value, ok = fn(*args), True
+        except BaseException as e:
+            value, ok = e, False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    threading.Thread(target=run, name="playback-io", daemon=True).start()
+    return fut
+
+
+_EMPTY = np.zeros(0, dtype=np.int16)
+
+
+@dataclass
+class _Answer:
+    """One answer being received: its resampler state and the held-back tail (for the fade)."""
+
+    item_id: str
+    resampler: StreamResampler
+    held: np.ndarray = field(default_factory=lambda: _EMPTY)
+    carry: bytes = b""  # an odd trailing byte of the last delta
+    cut: bool = False  # overflowed the ring: the rest of the answer is dropped
+
+
+@dataclass
+class _Opened:
+    gen: int  # which open this is: a callback of an older stream plays nothing
+    pa: Any
+    stream: Any
+    index: int
+    name: str
+    rate: int
+    frames_per_buffer: int
+
+
+class Playback:
+    """The speaker. ``async with Playback(config.audio, source_rate=44100) as speaker: ...``
+
+    Loop side (asyncio thread only): play_answer, end_answer, play_earcon, flush, audio_end_ms,
+    playing_item, drained, wait_drained, volume, start, stop. Callback side: _callback only.
+    """
+
+    def __init__(
+        self,
+        config: AudioConfig,
+        *,
+        source_rate: int = 44100,
+        pa_factory: Callable[[], Any] | None = None,
+        on_state: StateCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.source_rate = int(source_rate)
+        self._pa_factory = pa_factory
+        self._on_state = on_state
+        self.state = "stopped"
+        self.error: str | None = None
+        self.device_name = ""
+        self.device_rate = 0
+        self.frames_per_buffer = 0
+        self.latency_s = 0.0
+        # counters (written by the callback thread where noted; plain ints, read anywhere)
+        self.frames_played = 0  # callback: real audio frames taken from the ring, monotonic
+        self.callbacks = 0  # callback
+        self.callback_errors = 0  # callback
+        self.underruns = 0  # callback
+        self.cut_frames = 0  # loop: frames not played because the ring was full
+        self._gain = float(np.clip(config.volume, 0.0, 1.0))
+        self._answer_open = False  # loop -> callback: an answer is not finished yet
+        self._lock = threading.Lock()  # callback ring read vs. flush(); never held across I/O
+        self._ring: SampleRing | None = None
+        self._tracker: PlaybackTracker | None = None
+        self._fade_n = 0
+        self._out = _EMPTY
+        self._fbuf = np.zeros(0, dtype=np.float32)
+        self._silence = b""
+        self._answers: dict[str, _Answer] = {}
+        self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
+        self._unplayed_warned: deque[str] = deque(maxlen=32)
+        self._opened: _Opened | None = None
+        self._gen = 0  # the generation of the stream the callback may serve
+        self._opened_at = 0.0
+        self._outage = False  # a failure was logged and the device is not back yet
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Playback:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open the device (or enter "failed" and keep retrying); never raises for the device."""
+        if self._task is not None:
+            return
+        await self._try_open()
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="playback")
+
+    async def stop(self) -> None:
+        """Stop at once (queued audio is dropped); idempotent. Use wait_drained() first to let
+        an answer finish."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close(lost=False)
+        self._set_state("stopped", None)
+
+    async def _supervise(self) -> None:
+        """Retry a failed device every retry_s; notice a stream that died. Never ends by
+        itself: an unexpected error is logged and the loop goes on."""
+        while True:
+            try:
+                await self._supervise_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("speaker: unexpected error: %s", _one_line(e))
+                self._set_state("failed", _one_line(e))
+                await asyncio.sleep(self.config.retry_s)
+
+    async def _supervise_once(self) -> None:
+        if self._opened is None:
+            await asyncio.sleep(self.config.retry_s)
+            await self._try_open()
+            return
+        await asyncio.sleep(_MONITOR_S)
+        opened = self._opened
+        if opened is None:
+            return
+        if not self._alive(opened):
+            await self._close(lost=True)
+            self._fail("the output stream stopped (device lost?)")
+        elif self._outage and time.monotonic() - self._opened_at >= _STABLE_S:
+            self._outage = False
+            log.info("speaker: back on %r at %d Hz", self.device_name, self.device_rate)
+            self._set_state("running", None)
+
+    @staticmethod
+    def _alive(opened: _Opened) -> bool:
+        try:
+            return bool(opened.stream.is_active())
+        except Exception:
+            return False
+
+    async def _try_open(self) -> bool:
+        fut = _in_daemon_thread(self._open_blocking, self._gen + 1, late=self._close_later)
+        try:
+            opened = await asyncio.wait_for(fut, _OPEN_TIMEOUT_S)
+        except TimeoutError:
+            self._fail(f"the device did not open within {_OPEN_TIMEOUT_S:g} s")
+            return False
+        except Exception as e:
+            self._fail(_one_line(e))
+            return False
+        self._install(opened)
+        try:
+            await asyncio.wait_for(_in_daemon_thread(opened.stream.start_stream), _OPEN_TIMEOUT_S)
+        except Exception as e:
+            await self._close(lost=True)
+            self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
+            return False
+        self._opened_at = time.monotonic()
+        if not self._outage:
+            log.info(
+                "speaker: %r at %d Hz, %d ms periods",
+                opened.name,
+                opened.rate,
+                self.config.period_ms,
+            )
+            self._set_state("running", None)
+        return True
+
+    def _open_blocking(self, gen: int) -> _Opened:
+        """In a worker thread: a new PortAudio, the device, a stream (not yet started)."""
+        pa = open_pyaudio(self._pa_factory)
+        try:
+            index, name, rate = _select_output(pa, self.config, self.source_rate)
+            fpb = max(1, round(rate * self.config.period_ms / 1000))
+            stream = pa.open(
+                rate=rate,
+                channels=1,
+                format=_PA_INT16,
+                output=True,
+                output_device_index=index,
+                frames_per_buffer=fpb,
+                stream_callback=functools.partial(self._callback, gen),
+                start=False,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pa.terminate()
+            raise
+        return _Opened(gen, pa, stream, index, name, rate, fpb)
+
+    @staticmethod
+    def _close_blocking(opened: _Opened) -> None:
+        # close() on an active stream aborts it (Pa_CloseStream) rather than waiting for the
+        # device to play out its buffer as stop_stream() would. It still waits for PortAudio's
+        # thread, which cannot return while stuck in a blocking write: hence the timeout.
+        with contextlib.suppress(Exception):
+            opened.stream.close()
+        with contextlib.suppress(Exception):
+            opened.pa.terminate()
+
+    def _close_later(self, opened: _Opened) -> None:
+        threading.Thread(target=self._close_blocking, args=(opened,), daemon=True).start()
+
+    def _install(self, opened: _Opened) -> None:
+        """Buffers, ring and tracker for the opened device; the callback is not running yet."""
+        rate = opened.rate
+        if self._ring is None or self._tracker is None or self.device_rate != rate:
+            # A new rate means new positions: tracker, ring and frames_played start again.
+            self._ring = SampleRing(max(1, round(self.config.playback_buffer_s * rate)))
+            self._tracker = PlaybackTracker(rate=rate)
+            self.frames_played = 0
+            self._answers.clear()
+        self._opened = opened
+        self._gen = opened.gen
+        self.device_name = opened.name
+        self.device_rate = rate
+        self.frames_per_buffer = opened.frames_per_buffer
+        self._fade_n = max(1, min(round(FADE_S * rate), opened.frames_per_buffer))
+        self._out = np.zeros(opened.frames_per_buffer, dtype=np.int16)
+        self._fbuf = np.zeros(opened.frames_per_buffer, dtype=np.float32)
+        self._silence = bytes(2 * opened.frames_per_buffer)
+        try:
+            self.latency_s = float(opened.stream.get_output_latency())
+        except Exception:
+            self.latency_s = 0.0
+
+    async def _close(self, *, lost: bool) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            self._gen += 1  # should the old stream's callback run again, it plays nothing
+            try:
+                await asyncio.wait_for(
+                    _in_daemon_thread(self._close_blocking, opened), _CLOSE_TIMEOUT_S
+                )
+            except TimeoutError:
+                log.warning(
+                    "speaker: %r did not close within %g s (stuck?); left behind",
+                    opened.name,
+                    _CLOSE_TIMEOUT_S,
+                )
+        # Nothing queued can play any more: forget it (a revived device must not play stale
+        # answers), counting what was handed to the device as heard.
+        if self._tracker is not None and self._ring is not None:
+            self._tracker.played_up_to(self.frames_played)
+            self._tracker.flush()
+            self._ring.clear()
+        for item_id in self._answers:
+            if lost:
+                self._cut_items.append(item_id)
+        self._answers.clear()
+        self._answer_open = False
+
+    def _fail(self, error: str) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "speaker: %s (device %r); retrying every %g s",
+                error,
+                self.config.output_device,
+                self.config.retry_s,
+            )
+        else:
+            log.debug("speaker: still failing: %s", error)
+        self._set_state("failed", error)
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        changed = (state, error) != (self.state, self.error)
+        self.state, self.error = state, error
+        if changed and self._on_state is not None:
+            try:
+                self._on_state(state, error)
+            except Exception:
+                log.exception("speaker: on_state callback failed")
+
+    # ---- the PortAudio callback (its own thread) -------------------------------------------
+
+    def _callback(
+        self, gen: int, in_data: Any, frame_count: int, time_info: Any, status: int
+    ) -> tuple[bytes, int]:
+        """One period: ring -> volume -> PortAudio. Never blocks on I/O, never raises."""
+        try:
+            if gen != self._gen:  # a stream given up on: it must not take from the ring
+                return bytes(2 * frame_count), _PA_ABORT
+            self.callbacks += 1
+            out = self._out
+            if frame_count > len(out):  # PortAudio asked for more than a period: rare
+                out = self._out = np.zeros(frame_count, dtype=np.int16)
+                self._fbuf = np.zeros(frame_count, dtype=np.float32)
+            out = out[:frame_count]
+            ring = self._ring
+            n = 0
+            if ring is not None:
+                with self._lock:
+                    n = ring.read_into(out)
+                    self.frames_played += n
+            if n < frame_count:
+                out[n:] = 0
+                if self._answer_open:
+                    self.underruns += 1
+            gain = self._gain
+            if n and gain < 1.0:
+                # |x * g| <= |x| for g <= 1: never outside int16, so no clipping is needed.
+                f = self._fbuf[:n]
+                np.multiply(out[:n], np.float32(gain), out=f, dtype=np.float32)
+                np.rint(f, out=f)
+                out[:n] = f
+            return out.tobytes(), _PA_CONTINUE
+        except Exception:
+            self.callback_errors += 1
+            silence = self._silence
+            if len(silence) < 2 * frame_count:
+                silence = bytes(2 * frame_count)
+            return silence[: 2 * frame_count], _PA_CONTINUE
+
+    # ---- the loop side -----------------------------------------------------------------------
+
+    @property
+    def volume(self) -> float:
+        return self._gain
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        """Software volume 0..1 (clamped); the next callback uses it."""
+        self._gain = float(min(1.0, max(0.0, float(value))))
+
+    def play_answer(self, item_id: str, pcm16: bytes) -> None:
+        """Queue one delta of answer ``item_id`` (PCM16 mono at ``source_rate``)."""
+        if item_id in self._cut_items:
+            return  # barge-in already cut this answer: its late deltas are not played
+        if self._opened is None or self._ring is None:
+            self._unplayable(item_id)
+            return
+        answer = self._answers.get(item_id)
+        if answer is None:
+            for other in [i for i in self._answers if i != item_id]:
+                self.end_answer(other)  # answers are sequential: a new one ends the last
+            answer = _Answer(
+                item_id, StreamResampler(self.source_rate, self.device_rate, quality=SPEECH_QUALITY)
+            )
+            self._answers[item_id] = answer
+            self._answer_open = True
+        data = answer.carry + bytes(pcm16)
+        if len(data) % 2:
+            answer.carry, data = data[-1:], data[:-1]
+        else:
+            answer.carry = b""
+        samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+        if answer.cut:
+            self.cut_frames += len(samples) * self.device_rate // self.source_rate
+            return
+        self._push(answer, answer.resampler.process(samples), final=False)
+
+    def end_answer(self, item_id: str) -> None:
+        """Answer ``item_id`` is complete: play the resampler's tail, fading the last 5 ms."""
+        answer = self._answers.pop(item_id, None)
+        self._answer_open = bool(self._answers)
+        if answer is None or answer.cut or self._ring is None:
+            return
+        self._push(answer, answer.resampler.flush(), final=True)
+
+    def play_earcon(self, name: str) -> None:
+        """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""
+        if not self.config.sounds or self._opened is None or self._ring is None:
+            return
+        for answer in self._answers.values():  # their held-back tail comes first
+            self._enqueue(answer.item_id, answer.held, answer)
+            answer.held = _EMPTY
+        self._enqueue(EARCON_PREFIX + name, earcon(name, self.device_rate), None)
+
+    def _push(self, answer: _Answer, frames: np.ndarray, *, final: bool) -> None:
+        data = np.concatenate([answer.held, frames]) if len(answer.held) else frames
+        if final:
+            answer.held = _EMPTY
+            self._enqueue(answer.item_id, _fade_out(data, self._fade_n), answer)
+            return
+        ring = self._ring
+        assert ring is not None
+        if len(data) > ring.free:
+            answer.held = _EMPTY
+            self._enqueue(answer.item_id, data, answer)  # cuts (and fades) what does not fit
+            return
+        keep = max(0, len(data) - self._fade_n)
+        answer.held = data[keep:].copy()
+        self._enqueue(answer.item_id, data[:keep], answer)
+
+    def _enqueue(self, item_id: str, frames: np.ndarray, answer: _Answer | None) -> None:
+        """Write to the ring and register with the tracker; never drops queued audio."""
+        ring, tracker = self._ring, self._tracker
+        if ring is None or tracker is None or not len(frames):
+            return
+        free = ring.free  # only the callback changes it meanwhile, and only upwards
+        if len(frames) > free:
+            excess = len(frames) - free
+            self.cut_frames += excess
+            frames = _fade_out(frames[:free], self._fade_n)
+            if answer is not None:
+                answer.cut = True
+            log.warning(
+                "speaker: %s is longer than the %g s playback buffer; the rest is cut",
+                "answer " + item_id if answer is not None else item_id,
+                self.config.playback_buffer_s,
+            )
+            if not len(frames):
+                return
+        ring.write(frames)
+        tracker.queued(item_id, len(frames))
+
+    def _unplayable(self, item_id: str) -> None:
+        if item_id not in self._unplayed_warned:
+            self._unplayed_warned.append(item_id)
+            log.warning("speaker: %s; answer %s is not played", self.state, item_id)
+
+    def flush(self) -> dict[str, int]:
+        """Barge-in: silence within one period. Returns {item_id: ms handed to the device}
+        for every answer cut (clamped to what was received); earcons are not listed."""
+        ring, tracker = self._ring, self._tracker
+        open_items = list(self._answers)
+        for item_id in open_items:
+            self._cut_items.append(item_id)
+        self._answers.clear()
+        self._answer_open = False
+        if ring is None or tracker is None:
+            return {}
+        n = self._fade_n
+        buf = np.empty(n, dtype=np.int16)
+        with self._lock:
+            played = self.frames_played
+            taken = ring.read_into(buf)  # the head of the ring: what the device gets next
+            ring.clear()
+            if taken:
+                ring.write(_fade_out(buf[:taken], taken))
+        # The faded frames are certain to be handed to the device: they count as heard.
+        tracker.played_up_to(played + taken)
+        cut = tracker.flush()
+        for item_id in open_items:
+            cut.setdefault(item_id, tracker.audio_end_ms(item_id))
+        return {k: v for k, v in cut.items() if not k.startswith(EARCON_PREFIX)}
+
+    def _sync(self) -> PlaybackTracker | None:
+        if self._tracker is not None:
+            self._tracker.played_up_to(self.frames_played)
+        return self._tracker
+
+    def audio_end_ms(self, item_id: str) -> int:
+        """Ms of ``item_id`` handed to the device so far, at most what was received."""
+        tracker = self._sync()
+        return tracker.audio_end_ms(item_id) if tracker is not None else 0
+
+    @property
+    def playing_item(self) -> str | None:
+        """The item (answer id or "earcon:<name>") being played now or next; None if idle."""
+        tracker = self._sync()
+        return tracker.playing_item if tracker is not None else None
+
+    @property
+    def drained(self) -> bool:
+        """Everything queued has been handed to the device (held-back tails included)."""
+        tracker = self._sync()
+        held = any(len(a.held) for a in self._answers.values())
+        return (tracker is None or tracker.drained) and not held
+
+    async def wait_drained(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait until drained and the device's own latency has passed; False on timeout.
+
+        A timeout argument rather than asyncio.timeout(): the answer "not drained" is a normal
+        result here (the caller decides to flush), not an exception."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        step = max(0.005, self.config.period_ms / 2000)
+        while not self.drained:
+            if self._opened is None:
+                return self.drained
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(step)
+        if self._opened is not None:
+            rest = self.latency_s
+            if deadline is not None:
+                rest = min(rest, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(rest)
+        return True

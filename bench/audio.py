@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The audio engine's costs and added latencies, through real PortAudio over paced virtual devices.
+
+Full duplex at a 48 kHz device rate (the usual USB card), for ``--seconds``:
+
+- the microphone: ``mic_fifo`` fed at real-time pace -> Capture (48 kHz -> 24 kHz chunks);
+- the speaker: answer deltas (44.1 kHz, the Realtime output) -> Playback (-> 48 kHz) ->
+  ``speaker_fifo``, read at real-time pace.
+
+It prints the callback cost (µs per callback, p50/p99, both directions), CPU-ms per minute of
+full-duplex audio (the harness threads that play the sound card are measured and subtracted),
+the capture latency (the last sample of a chunk captured by the callback -> that chunk ready to
+send) and the playback latency (an answer delta handed to Playback -> its first sample returned
+by the output callback), p50/p99 each.
+
+    .venv/bin/python bench/audio.py [--seconds 20] [--period-ms 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyaudio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the virtual devices live with the tests
+
+from virtual_alsa import VirtualAlsa  # noqa: E402
+
+from appliance.audio.capture import Capture  # noqa: E402
+from appliance.audio.playback import Playback  # noqa: E402
+from appliance.config import AudioConfig  # noqa: E402
+
+DEVICE_RATE = 48000
+SOURCE_RATE = 44100
+DELTA_EVERY_S = 0.2  # one answer delta at a time, into an idle speaker: latency, not queueing
+
+
+class Timings:
+    """What the wrapped callbacks saw (written by PortAudio's threads, read afterwards)."""
+
+    def __init__(self) -> None:
+        self.input_us: list[float] = []
+        self.output_us: list[float] = []
+        self.input_marks: list[tuple[float, int]] = []  # (time, device frames captured so far)
+        self.output_loud: list[float] = []  # times of callbacks returning sound after silence
+        self._frames_in = 0
+        self._was_loud = False
+
+    def wrap(self, callback, is_input: bool):
+        def timed(in_data, frame_count, time_info, status):
+            start = time.perf_counter()
+            result = callback(in_data, frame_count, time_info, status)
+            spent = (time.perf_counter() - start) * 1e6
+            if is_input:
+                self.input_us.append(spent)
+                self._frames_in += frame_count
+                self.input_marks.append((time.monotonic(), self._frames_in))
+            else:
+                self.output_us.append(spent)
+                loud = bool(np.any(np.frombuffer(result[0], dtype=np.int16)))
+                if loud and not self._was_loud:
+                    self.output_loud.append(time.monotonic())
+                self._was_loud = loud
+            return result
+
+        return timed
+
+
+def timing_pyaudio(timings: Timings):
+    class TimedPyAudio(pyaudio.PyAudio):
+        def open(self, *args, **kwargs):
+            callback = kwargs.get("stream_callback")
+            if callback is not None:
+                kwargs["stream_callback"] = timings.wrap(callback, bool(kwargs.get("input")))
+            return super().open(*args, **kwargs)
+
+    return TimedPyAudio
+
+
+class SoundCard:
+    """The harness: feeds the mic pipe and drains the speaker pipe at real-time pace."""
+
+    def __init__(self, alsa: VirtualAlsa, period_s: float) -> None:
+        self.alsa, self.period_s = alsa, period_s
+        self.stop = threading.Event()
+        self.cpu_s = 0.0
+        self._lock = threading.Lock()
+        rng = np.random.default_rng(3)
+        self.speech = (rng.standard_normal(DEVICE_RATE) * 3000).astype(np.int16)
+
+    def _paced(self, step) -> None:
+        start, n = time.monotonic(), 0
+        while not self.stop.is_set():
+            delay = start + n * self.period_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            step(n)
+            n += 1
+        with self._lock:
+            self.cpu_s += time.thread_time()
+
+    def feed(self) -> None:
+        k = int(DEVICE_RATE * self.period_s)
+
+        def step(n):
+            at = (n * k) % (len(self.speech) - k)
+            self.alsa.write_mic_fifo(self.speech[at : at + k])
+
+        self._paced(step)
+
+    def drain(self) -> None:
+        nbytes = int(DEVICE_RATE * self.period_s) * 2
+        self._paced(lambda n: self.alsa.read_speaker_fifo(nbytes, timeout=self.period_s))
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def measure(seconds: float, period_ms: int) -> dict:
+    alsa = VirtualAlsa(tempfile.mkdtemp(prefix="bench-audio-")).install()
+    timings = Timings()
+    config = AudioConfig(
+        input_device="mic_fifo",
+        output_device="speaker_fifo",
+        input_rate=DEVICE_RATE,
+        output_rate=DEVICE_RATE,
+        period_ms=period_ms,
+        volume=1.0,
+        sounds=False,
+    )
+    card = SoundCard(alsa, period_ms / 1000)
+    threads = [threading.Thread(target=card.feed), threading.Thread(target=card.drain)]
+    for t in threads:
+        t.start()
+    capture = Capture(config, pa_factory=timing_pyaudio(timings))
+    playback = Playback(config, source_rate=SOURCE_RATE, pa_factory=timing_pyaudio(timings))
+    await capture.start()
+    await playback.start()
+    capture_latency: list[float] = []
+    delta_times: list[float] = []
+    tone = (
+        (np.sin(2 * np.pi * 440 * np.arange(int(0.04 * SOURCE_RATE)) / SOURCE_RATE) * 8000)
+        .astype("<i2")
+        .tobytes()
+    )
+
+    async def consume() -> None:
+        sent = 0  # 24 kHz samples yielded so far
+        async for chunk in capture.chunks():
+            now = time.monotonic()
+            sent += len(chunk) // 2
+            last_frame = sent * DEVICE_RATE // 24000  # the device frame of the chunk's end
+            for t, frames in timings.input_marks:  # (short list: trimmed below)
+                if frames >= last_frame:
+                    capture_latency.append((now - t) * 1000)
+                    break
+            del timings.input_marks[: max(0, len(timings.input_marks) - 50)]
+
+    async def answer() -> None:
+        for i in range(int(seconds / DELTA_EVERY_S)):
+            await asyncio.sleep(DELTA_EVERY_S)
+            delta_times.append(time.monotonic())
+            playback.play_answer(f"item{i}", tone)
+            playback.end_answer(f"item{i}")
+
+    cpu_start = time.process_time()
+    wall_start = time.monotonic()
+    consumer = asyncio.create_task(consume())
+    await answer()
+    await asyncio.sleep(0.3)
+    wall = time.monotonic() - wall_start
+    cpu_total = time.process_time() - cpu_start
+    consumer.cancel()
+    # Streams first: a stream blocked on a pipe that nobody serves cannot close.
+    await capture.stop()
+    await playback.stop()
+    card.stop.set()
+    for t in threads:
+        t.join()
+    alsa.close()
+    # Each delta's first sound: the first loud output callback after it was handed over.
+    playback_latency = []
+    for t in delta_times:
+        later = [x for x in timings.output_loud if x >= t]
+        if later:
+            playback_latency.append((later[0] - t) * 1000)
+    cpu_ms = (cpu_total - card.cpu_s) * 1000
+    callbacks = timings.input_us + timings.output_us
+    return {
+        "period_ms": period_ms,
+        "device_rate": DEVICE_RATE,
+        "seconds": round(wall, 1),
+        "callbacks": len(callbacks),
+        "callback_us_p50": round(pct(callbacks, 50), 1),
+        "callback_us_p99": round(pct(callbacks, 99), 1),
+        "cpu_ms_per_min": round(cpu_ms / wall * 60, 1),
+        "capture_latency_ms_p50": round(pct(capture_latency, 50), 2),
+        "capture_latency_ms_p99": round(pct(capture_latency, 99), 2),
+        "playback_latency_ms_p50": round(pct(playback_latency, 50), 2),
+        "playback_latency_ms_p99": round(pct(playback_latency, 99), 2),
+        "deltas": len(delta_times),
+        "deltas_heard": len(playback_latency),
+        "overruns": capture.overruns,
+        "underruns": playback.underruns,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--period-ms", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    r = asyncio.run(measure(args.seconds, args.period_ms))
+    if args.json:
+        print(json.dumps(r))
+        return
+    target = args.period_ms + 5
+    print(f"full duplex at {r['device_rate']} Hz, {r['period_ms']} ms periods, {r['seconds']} s")
+    print(
+        f"callback cost: p50 {r['callback_us_p50']} µs, p99 {r['callback_us_p99']} µs "
+        f"({r['callbacks']} callbacks)"
+    )
+    print(f"CPU: {r['cpu_ms_per_min']} CPU-ms per minute of full-duplex audio (target <= 300)")
+    print(
+        f"capture latency: p50 {r['capture_latency_ms_p50']} ms, "
+        f"p99 {r['capture_latency_ms_p99']} ms (target <= {target})"
+    )
+    print(
+        f"playback latency: p50 {r['playback_latency_ms_p50']} ms, "
+        f"p99 {r['playback_latency_ms_p99']} ms (target <= {target}); "
+        f"{r['deltas_heard']}/{r['deltas']} deltas heard"
+    )
+    print(f"overruns {r['overruns']}, underruns {r['underruns']}")
+
+
+if __name__ == "__main__":
+    main()

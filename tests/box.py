@@ -1,0 +1,233 @@
+"""``appliance run`` as a subprocess, with a paced microphone and speaker (named pipes).
+
+Nothing inside the box is mocked: it runs the real PortAudio over ALSA's file plugin (testbed.md),
+the real aiohttp session against the local test server, and the real control socket. The test
+plays the owner: it speaks into the mic pipe (at real-time pace, 20 ms at a time), listens on the
+speaker pipe (also at real-time pace, which is what paces the box's output stream), and presses
+the button through the control socket (``gpio.enabled: false``, stdin not a TTY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from appliance.control.client import request
+from appliance.control.protocol import ControlError
+
+MIC_RATE = 24000
+SPEAKER_RATE = 44100
+PERIOD_S = 0.02
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def _asound(mic: Path, speaker: Path) -> str:
+    def pcm(name: str, direction: str, infile: str, outfile: str) -> str:
+        return (
+            f"pcm.{name} {{ type asym {direction}.pcm {{ type file slave.pcm {{ type null }} "
+            f'file "{outfile}" {infile}format "raw" }} }}\n'
+        )
+
+    return (
+        pcm("box_mic", "capture", f'infile "{mic}" ', "/dev/null")
+        + pcm("box_speaker", "playback", "", str(speaker))
+        + 'pcm.!default { type asym playback.pcm "box_speaker" capture.pcm "box_mic" }\n'
+    )
+
+
+class PacedBox:
+    """One appliance process and the owner's ears and mouth. See the module docstring."""
+
+    def __init__(self, tmp: Path, server_url: str, api_key: str, extra_config: str = "") -> None:
+        self.dir = tmp
+        self.socket = str(tmp / "control.sock")
+        self.config = tmp / "config.yaml"
+        self.log_path = tmp / "appliance.log"
+        self.config.write_text(
+            "realtime:\n"
+            f"  url: {server_url}\n"
+            "  folder_id: testfolder\n"
+            "  connect_timeout_s: 2\n"
+            "  answer_timeout_s: 5\n"
+            "  heartbeat_s: 2\n"
+            "audio:\n"
+            f"  input_rate: {MIC_RATE}\n"
+            f"  output_rate: {SPEAKER_RATE}\n"
+            "  period_ms: 20\n"
+            "  volume: 1.0\n"
+            "  retry_s: 0.5\n"
+            "gpio:\n"
+            "  enabled: false\n"
+            "control:\n"
+            f"  socket: {self.socket}\n"
+            "logging:\n"
+            "  level: debug\n" + extra_config
+        )
+        self.api_key = api_key
+        self.proc: asyncio.subprocess.Process | None = None
+        self.returncode: int | None = None
+        self._mic_queue: collections.deque[np.ndarray] = collections.deque()
+        self._heard: list[np.ndarray] = []
+        self.heard_samples = 0  # total samples read from the speaker so far
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._fds: list[int] = []
+
+    # ---- the owner's side --------------------------------------------------------------
+
+    def say(self, samples: np.ndarray) -> None:
+        """Queue speech (24 kHz int16) for the mic; silence is sent whenever nothing is queued."""
+        self._mic_queue.append(np.asarray(samples, dtype=np.int16))
+
+    def heard(self) -> np.ndarray:
+        with self._lock:
+            return np.concatenate(self._heard) if self._heard else np.zeros(0, np.int16)
+
+    async def wait_heard(self, predicate, timeout: float = 3.0) -> np.ndarray:
+        """What the speaker played, once ``predicate(heard)`` holds (the pipe lags a little)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            heard = self.heard()
+            if predicate(heard) or time.monotonic() > deadline:
+                return heard
+            await asyncio.sleep(0.05)
+
+    async def command(self, cmd: str, **fields) -> dict:
+        return await request(self.socket, {"cmd": cmd, **fields}, timeout=30)
+
+    async def status(self) -> dict:
+        return (await self.command("status"))["status"]
+
+    async def wait_status(self, predicate, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ControlError):
+                last = await self.status()
+                if predicate(last):
+                    return last
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"status never matched; last: {last}\nlog:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, env: dict | None = None) -> None:
+        mic, speaker = self.dir / "mic.fifo", self.dir / "speaker.fifo"
+        os.mkfifo(mic)
+        os.mkfifo(speaker)
+        mic_fd = os.open(mic, os.O_RDWR)  # held open: PyAudio() opens every pcm to list it
+        speaker_fd = os.open(speaker, os.O_RDWR)
+        fcntl.fcntl(speaker_fd, F_SETPIPE_SZ, 4096)  # a small pipe: our reads pace the box
+        self._fds = [mic_fd, speaker_fd]
+        asound = self.dir / "asound.conf"
+        asound.write_text(_asound(mic, speaker))
+        self._threads = [
+            threading.Thread(target=self._feed_mic, args=(mic_fd,), daemon=True),
+            threading.Thread(target=self._read_speaker, args=(speaker_fd,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        for name in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID"):
+            child_env.pop(name, None)
+        child_env.update(
+            ALSA_CONFIG_PATH=str(asound),
+            APPLIANCE_API_KEY=self.api_key,
+            JACK_NO_START_SERVER="1",
+            **(env or {}),
+        )
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance",
+            "run",
+            "--config",
+            str(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=child_env,
+        )
+        os.close(log)  # the child has its own copy
+
+    async def stop(self, timeout: float = 5.0) -> int:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self.returncode = self.proc.returncode if self.proc else None
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return self.returncode
+
+    # ---- the paced devices (threads: they block on the pipes) --------------------------
+
+    def _feed_mic(self, fd: int) -> None:
+        step = int(MIC_RATE * PERIOD_S)
+        silence = np.zeros(step, dtype="<i2").tobytes()
+        pending = b""
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            if len(pending) < step * 2 and self._mic_queue:
+                pending += np.asarray(self._mic_queue.popleft(), dtype="<i2").tobytes()
+            chunk, pending = (
+                (pending[: step * 2], pending[step * 2 :]) if pending else (silence, b"")
+            )
+            chunk = chunk.ljust(step * 2, b"\0")
+            delay = start + n * PERIOD_S - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                os.write(fd, chunk)
+            except OSError:
+                return
+            n += 1
+
+    def _read_speaker(self, fd: int) -> None:
+        step = int(SPEAKER_RATE * PERIOD_S) * 2
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            delay = start + n * PERIOD_S - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            n += 1
+            got = b""
+            while len(got) < step and not self._stop.is_set():
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                if not ready:
+                    break
+                try:
+                    got += os.read(fd, step - len(got))
+                except OSError:
+                    return
+            if got:
+                samples = np.frombuffer(got[: len(got) // 2 * 2], dtype="<i2").astype(np.int16)
+                with self._lock:
+                    self._heard.append(samples)
+                    self.heard_samples += len(samples)
