@@ -79,6 +79,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from appliance.check import run_check
+
+    return run_check(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -128,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
         "audio.output_device take an index, part of a name, or default.",
     )
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser(
+        "check",
+        parents=[common],
+        help="check the box: config, key, audio, button, LED, network, clock",
+        description="One line per check, ok or FAIL with what to do. Exit 0 when all pass, "
+        "77 if the API key was refused, 78 if the configuration is invalid, else 1.",
+    )
+    p.add_argument("--skip-audio", action="store_true", help="do not touch the sound devices")
+    p.add_argument("--skip-network", action="store_true", help="do not contact the Realtime API")
+    p.set_defaults(func=cmd_check)
     add_control_parsers(sub, common)
     return parser
 

@@ -323,5 +323,6 @@ def _audio_figures(part: Any) -> dict:
         "cut_frames",
         "callbacks",
         "callback_errors",
+        "last_flush_ms",
     )
     return {n: getattr(part, n) for n in names if hasattr(part, n)}

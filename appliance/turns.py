@@ -42,10 +42,12 @@ class TurnRecord:
     latency_ms: int | None = None
     result: str = ""
     released_at: float | None = None
+    first_item: str | None = None  # the answer item whose first sound ends the latency
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("released_at")
+        data.pop("first_item")
         return data
 
 
@@ -189,7 +191,9 @@ class TurnShell:
         turn = self.turn
         if turn is not None:
             turn.audio_out_ms += len(event.audio) * 1000 // 2 // self.link.output_rate
-            if turn.latency_ms is None and turn.released_at is not None:
+            if turn.first_item is None and turn.released_at is not None:
+                # Until the speaker reports the first sound: the answer's arrival.
+                turn.first_item = event.item_id
                 turn.latency_ms = round((time.monotonic() - turn.released_at) * 1000)
         if self.machine.state is sm.State.THINKING:
             await self.handle(sm.AnswerAudio())
@@ -308,6 +312,11 @@ class TurnShell:
         if turn is None:
             return
         turn.result = result
+        if turn.first_item is not None and turn.released_at is not None:
+            # Release to the first answer sample handed to the speaker: what the owner waits.
+            heard_at = self.playback.first_sound_at(turn.first_item)
+            if heard_at is not None:
+                turn.latency_ms = round((heard_at - turn.released_at) * 1000)
         self.counters.results[result] = self.counters.results.get(result, 0) + 1
         if result == "answered":
             self.counters.answered += 1

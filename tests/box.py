@@ -49,7 +49,15 @@ def _asound(mic: Path, speaker: Path) -> str:
 class PacedBox:
     """One appliance process and the owner's ears and mouth. See the module docstring."""
 
-    def __init__(self, tmp: Path, server_url: str, api_key: str, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        server_url: str,
+        api_key: str,
+        extra_config: str = "",
+        *,
+        sounds: bool = True,
+    ) -> None:
         self.dir = tmp
         self.socket = str(tmp / "control.sock")
         self.config = tmp / "config.yaml"
@@ -67,6 +75,7 @@ class PacedBox:
             "  period_ms: 20\n"
             "  volume: 1.0\n"
             "  retry_s: 0.5\n"
+            f"  sounds: {'true' if sounds else 'false'}\n"
             "gpio:\n"
             "  enabled: false\n"
             "control:\n"

@@ -146,6 +146,7 @@ class _Answer:
     held: np.ndarray = field(default_factory=lambda: _EMPTY)
     carry: bytes = b""  # an odd trailing byte of the last delta
     cut: bool = False  # overflowed the ring: the rest of the answer is dropped
+    watched: bool = False  # its first frame's position is watched (first_sound_at)
 
 
 @dataclass
@@ -201,6 +202,11 @@ class Playback:
         self._silence = b""
         self._answers: dict[str, _Answer] = {}
         self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
+        # Latency figures, measured where the sound leaves the box (the output callback):
+        self._watch: tuple[str, int] | None = None  # (answer, ring position of its 1st frame)
+        self._first_sound: dict[str, float] = {}  # answer -> when its first frame was handed
+        self._flush_at: float | None = None  # a flush the callback has not yet acted on
+        self.last_flush_ms: float | None = None  # flush -> the device got its fade and silence
         self._unplayed_warned: deque[str] = deque(maxlen=32)
         self._opened: _Opened | None = None
         self._gen = 0  # the generation of the stream the callback may serve
@@ -427,6 +433,15 @@ class Playback:
                 with self._lock:
                     n = ring.read_into(out)
                     self.frames_played += n
+                    watch = self._watch
+                    if watch is not None and self.frames_played > watch[1]:
+                        self._first_sound[watch[0]] = time.monotonic()
+                        self._watch = None
+                    if self._flush_at is not None:
+                        self.last_flush_ms = (time.monotonic() - self._flush_at) * 1000 + (
+                            FADE_S * 1000 if n else 0.0
+                        )
+                        self._flush_at = None
             if n < frame_count:
                 out[n:] = 0
                 if self._answer_open:
@@ -536,6 +551,12 @@ class Playback:
             )
             if not len(frames):
                 return
+        if answer is not None and not answer.watched:
+            answer.watched = True
+            with self._lock:
+                self._watch = (item_id, tracker.queue_end)
+            while len(self._first_sound) > 16:  # bounded: only recent answers matter
+                self._first_sound.pop(next(iter(self._first_sound)))
         ring.write(frames)
         tracker.queued(item_id, len(frames))
 
@@ -563,12 +584,19 @@ class Playback:
             ring.clear()
             if taken:
                 ring.write(_fade_out(buf[:taken], taken))
+            self._watch = None
+            self._flush_at = time.monotonic()
+            self.last_flush_ms = None  # the next callback measures this flush
         # The faded frames are certain to be handed to the device: they count as heard.
         tracker.played_up_to(played + taken)
         cut = tracker.flush()
         for item_id in open_items:
             cut.setdefault(item_id, tracker.audio_end_ms(item_id))
         return {k: v for k, v in cut.items() if not k.startswith(EARCON_PREFIX)}
+
+    def first_sound_at(self, item_id: str) -> float | None:
+        """When the first frame of answer ``item_id`` was handed to the device (monotonic)."""
+        return self._first_sound.get(item_id)
 
     def _sync(self) -> PlaybackTracker | None:
         if self._tracker is not None:

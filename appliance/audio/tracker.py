@@ -78,6 +78,11 @@ class PlaybackTracker:
         return self._segments[0].item_id if self._segments else None
 
     @property
+    def queue_end(self) -> int:
+        """The position the next queued sample will take."""
+        return max(self._queued, self._played)
+
+    @property
     def drained(self) -> bool:
         return not self._segments
 

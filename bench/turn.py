@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""What the box adds to a conversation: release -> first sound, barge-in press -> silence, CPU per
+turn and memory, over N turns of ``appliance run`` (a subprocess) against the local test
+Realtime server answering at once, with paced virtual audio (see tests/box.py).
+
+The latencies are the box's own measurements at the point the sound leaves it (the output
+callback hands the samples to the device): release to the first answer sample handed over, and a
+barge-in's flush to the fade and silence handed over. They exclude the sound card's own buffer
+(here the test's named pipe, 46 ms), and the 60 ms "sent" earcon, which would only delay an
+answer that arrives faster than it plays (earcons are off in this run).
+
+    .venv/bin/python bench/turn.py [--turns 50] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from box import PacedBox  # noqa: E402
+from realtime_server import AudioAnswer, RealtimeTestServer, tone  # noqa: E402
+
+KEY = "bench-key"
+BARGE_IN_EVERY = 5
+
+
+def speech(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 24000)) / 24000
+    return (np.sin(2 * np.pi * 250 * t) * 6000).astype(np.int16)
+
+
+def proc_figures(pid: int) -> tuple[float, float]:
+    """(CPU seconds so far, RSS in MB) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss_kb = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return cpu, rss_kb / 1024
+
+
+async def one_turn(box: PacedBox, number: int) -> dict:
+    box.say(speech(0.4))
+    await box.command("press")
+    await asyncio.sleep(0.4)
+    await box.command("release")
+    status = await box.wait_status(lambda s: s["turns"] == number and s["state"] == "idle", 15)
+    return status
+
+
+async def barge_in(box: PacedBox, server: RealtimeTestServer, number: int) -> float:
+    server.answers.append(AudioAnswer("A long answer.", tone(44100, 3.0)))
+    box.say(speech(0.4))
+    await box.command("press")
+    await asyncio.sleep(0.4)
+    await box.command("release")
+    await box.wait_status(lambda s: s["state"] == "speaking", 10)
+    await asyncio.sleep(0.3)
+    await box.command("press")  # barge in
+    status = await box.wait_status(
+        lambda s: s["state"] == "listening" and s["audio"]["playback"]["last_flush_ms"] is not None,
+        5,
+    )
+    flush_ms = status["audio"]["playback"]["last_flush_ms"]
+    box.say(speech(0.3))
+    await asyncio.sleep(0.3)
+    await box.command("release")
+    await box.wait_status(lambda s: s["turns"] == number + 1 and s["state"] == "idle", 15)
+    return flush_ms
+
+
+async def measure(turns: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-turn-"))
+    async with RealtimeTestServer(api_key=KEY) as server:
+        server.default_answer = AudioAnswer("Yes.", tone(44100, 0.3))
+        box = PacedBox(tmp, server.url, KEY, sounds=False)
+        await box.start()
+        try:
+            await box.wait_status(lambda s: s["connected"] and s["state"] == "idle", 15)
+            pid = box.proc.pid
+            latencies, bargeins = [], []
+            done = 0
+            status = await one_turn(box, 1)
+            done = 1
+            latencies.append(status["last_turn"]["latency_ms"])
+            cpu_first, rss_first = proc_figures(pid)
+            while done < turns:
+                if done % BARGE_IN_EVERY == 0 and done + 2 <= turns:
+                    bargeins.append(await barge_in(box, server, done + 1))
+                    done += 2
+                    continue
+                status = await one_turn(box, done + 1)
+                done += 1
+                latencies.append(status["last_turn"]["latency_ms"])
+            cpu_last, rss_last = proc_figures(pid)
+            final = await box.status()
+        finally:
+            await box.stop()
+    return {
+        "turns": done,
+        "answered": final["answered"],
+        "release_to_sound_ms_p50": round(float(np.percentile(latencies, 50)), 1),
+        "release_to_sound_ms_p99": round(float(np.percentile(latencies, 99)), 1),
+        "bargein_ms_p50": round(float(np.percentile(bargeins, 50)), 1) if bargeins else None,
+        "bargein_ms_p99": round(float(np.percentile(bargeins, 99)), 1) if bargeins else None,
+        "bargeins": len(bargeins),
+        "cpu_ms_per_turn": round((cpu_last - cpu_first) * 1000 / max(1, done - 1), 1),
+        "rss_mb_first": round(rss_first, 1),
+        "rss_mb_last": round(rss_last, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    r = asyncio.run(measure(max(2, args.turns)))
+    if args.json:
+        print(json.dumps(r))
+        return
+    print(f"{r['turns']} turns ({r['answered']} answered, {r['bargeins']} barge-ins)")
+    print(
+        f"release -> first sound added by the box: p50 {r['release_to_sound_ms_p50']} ms, "
+        f"p99 {r['release_to_sound_ms_p99']} ms (target <= 60)"
+    )
+    print(
+        f"barge-in press -> silence: p50 {r['bargein_ms_p50']} ms, "
+        f"p99 {r['bargein_ms_p99']} ms (target <= 40)"
+    )
+    print(f"CPU: {r['cpu_ms_per_turn']} ms per turn")
+    print(
+        f"RSS: {r['rss_mb_first']} MB after 1 turn, {r['rss_mb_last']} MB after {r['turns']} "
+        f"(target <= 60 MB, growth < 2 MB over 200 turns)"
+    )
+
+
+if __name__ == "__main__":
+    main()
