@@ -226,7 +226,10 @@ def _probe(pa: Any, kind: str, spec: str, wanted: int, candidates: tuple[int, ..
         owners = alsa_owners()
         if owners:
             return Result.fail(name, f"{exc}; in use by {', '.join(owners)}", BUSY_HINT)
-        return Result.fail(name, str(exc), f"set audio.{setting}_device (see `appliance devices`)")
+        hint = f"set audio.{setting}_device (see `appliance devices`)"
+        if str(exc).endswith("available: none"):
+            hint = f"no {kind} device at all: is the sound card connected? user in group audio?"
+        return Result.fail(name, str(exc), hint)
     # As Capture does: mono if the device can, else its channels (at most 2), downmixed.
     options = (
         [1] if kind == "output" else [*dict.fromkeys([1, min(max(device.channels(kind), 1), 2)])]
@@ -241,8 +244,10 @@ def _probe(pa: Any, kind: str, spec: str, wanted: int, candidates: tuple[int, ..
         extra = f", {channels} channels (downmixed)" if channels > 1 else ""
         return Result.ok(name, f"{device.name!r} at {rate} Hz{extra}")
     reason = _open_error(pa, device.index, kind, wanted or candidates[0])
-    if is_busy(reason) or alsa_owners():
-        return Result.fail(name, f"{error}: {reason}", BUSY_HINT)
+    owners = alsa_owners()
+    if is_busy(reason) or owners:
+        why = "; ".join(filter(None, [reason, owners and f"in use by {', '.join(owners)}"]))
+        return Result.fail(name, f"{error} ({why})", BUSY_HINT)
     return Result.fail(
         name, str(error), f"set audio.{setting}_rate to one it takes (see `appliance devices`)"
     )
@@ -409,7 +414,8 @@ async def check_gpio(config: Config, warnings: list[logging.LogRecord]) -> list[
             led = Result.ok("led", f"BCM {gpio.led_pin} cycled")
         return [button, led]
     finally:
-        await asyncio.wait_for(in_thread(panel.close), GPIO_TIMEOUT_S)
+        with contextlib.suppress(Exception):  # what was found stands; the pins free on exit
+            await asyncio.wait_for(in_thread(panel.close), GPIO_TIMEOUT_S)
 
 
 async def check_realtime(config: Config) -> list[Result]:
@@ -544,6 +550,7 @@ async def _checks(config: Config, args: argparse.Namespace, emit, warnings) -> N
 def run_check(args: argparse.Namespace) -> int:
     """``appliance check``: print one line per check; the exit code (see the module docstring)."""
     collector = _setup_logging(bool(getattr(args, "verbose", False)))
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # PortAudio's libjack: never start jackd
     results: list[Result] = []
     secrets: list[str] = []
 

@@ -1,4 +1,4 @@
-"""The journalctl commands of docs/README-journal.md, run against a real journal.
+"""The journalctl commands of README.md's "Reading the conversation", run against a real journal.
 
 Each command is read out of the markdown (the fenced block after a
 ``<!-- journal-example: NAME -->`` line), so the README and this test cannot drift. The journal
@@ -30,7 +30,17 @@ from journald_namespace import run_with_journald, unavailable_reason
 from appliance.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "README-journal.md"
+README = ROOT / "README.md"
+
+
+def section() -> str:
+    """The README's "Reading the conversation" section (up to the next heading)."""
+    text = README.read_text()
+    start = text.index("## Reading the conversation")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
 EXAMPLE = re.compile(r"^<!-- journal-example: ([\w-]+) -->\n```(\w+)\n(.*?)\n```$", re.M | re.S)
 NAMESPACE_JOURNAL = "/run/log/journal"  # where journald writes, seen from inside the namespace
 
@@ -44,6 +54,7 @@ RUNNING = "the appliance is running (idle, connected)"
 RELOADED = "reloaded /etc/appliance/config.yaml"
 STOPPING = "stopping"
 WARNING = "microphone busy, retrying"
+RENEWED = "the Realtime session ended between turns (expired); reopening"
 ERROR = "the link died in the middle of the answer"
 TURNS = [
     "turn 1: answered in 850 ms (audio in 2100 ms, out 4300 ms, session sess-a)",
@@ -98,6 +109,7 @@ WRITER = textwrap.dedent(
     except ConnectionResetError:
         logging.getLogger("appliance.realtime").exception({ERROR!r})
     said.turn(2, None, 1800, 0, "failed", session_id="sess-a")
+    logging.getLogger("appliance.realtime").info({RENEWED!r})  # a line with "turn" inside
 
     said.enabled = False  # logging.transcripts: false + reload, as Daemon.reload does it
     daemon.info("reloaded %s", "/etc/appliance/config.yaml")
@@ -126,7 +138,7 @@ WRITER = textwrap.dedent(
 
 def examples() -> dict[str, tuple[str, str]]:
     """name -> (language, text) of every marked block of the README section."""
-    return {m[1]: (m[2], m[3]) for m in EXAMPLE.finditer(DOC.read_text())}
+    return {m[1]: (m[2], m[3]) for m in EXAMPLE.finditer(section())}
 
 
 def command(name: str) -> str:
@@ -221,7 +233,7 @@ def run(journal, cmd: str, tmp_path: Path) -> str:
 
 
 def test_every_block_is_a_tried_example():
-    text = DOC.read_text()
+    text = section()
     assert text.startswith("## Reading the conversation\n")
     assert set(examples()) == {
         "follow",
@@ -274,7 +286,7 @@ def test_errors_only(journal, tmp_path):
     assert error.startswith(ERROR + "\nTraceback (most recent call last):\n")
     assert error.endswith("ConnectionResetError: connection reset by peer")
     # The variant the text offers: warnings too.
-    assert "-p warning" in DOC.read_text()
+    assert "-p warning" in section()
     warning, error = messages(run(journal, cmd.replace("-p err", "-p warning"), tmp_path))
     assert warning == WARNING
     assert error.startswith(ERROR)
@@ -322,6 +334,7 @@ def test_export_everything_of_today(journal, tmp_path):
         f"user: {Q2}",
         ERROR,
         TURNS[1],
+        RENEWED,
         RELOADED,
         TURNS[2],
         RELOADED,
@@ -331,6 +344,16 @@ def test_export_everything_of_today(journal, tmp_path):
         STOPPING,
     ]
     assert all({"PRIORITY", "LOGGER", "_PID"} <= set(r) for r in rows)
+    # The variant the text offers for reading by eye: the same objects, indented.
+    assert "`-o json-pretty`" in section()
+    pretty = run(journal, command("export-all").replace("-o json", "-o json-pretty"), tmp_path)
+    assert pretty.startswith("{\n\t")
+    decoder, at, objects = json.JSONDecoder(), 0, []
+    while at < len(pretty):
+        obj, at = decoder.raw_decode(pretty, at)
+        objects.append(obj)
+        at += len(pretty[at:]) - len(pretty[at:].lstrip())
+    assert objects == ours
 
 
 def test_turning_transcripts_off(tmp_path):
@@ -340,7 +363,7 @@ def test_turning_transcripts_off(tmp_path):
     config.write_text("realtime:\n  folder_id: b1gexample\n" + block + "\n")
     assert load_config(config, environ={}).logging.transcripts is False
     # Applied by a reload: the unit sends SIGHUP, and the daemon re-reads the setting.
-    assert "`sudo systemctl reload appliance`" in DOC.read_text()
+    assert "`sudo systemctl reload appliance`" in section()
     unit = (ROOT / "systemd" / "appliance.service").read_text()
     assert "\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
     daemon = (ROOT / "appliance" / "daemon.py").read_text()
