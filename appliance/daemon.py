@@ -22,6 +22,7 @@ from appliance.config import ApiKey, Config, ConfigError, load_config
 from appliance.control.server import ControlServer
 from appliance.core import state_machine as sm
 from appliance.panel.select import open_panel
+from appliance.realtime.link_events import AuthRejected, Disconnected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.realtime.tools import ToolRegistry
 from appliance.service.journal import TranscriptLog
@@ -65,6 +66,7 @@ class Appliance:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._audio_failed: dict[str, str] = {}
+        self._retry: tuple[float, str] | None = None  # (when, why) the link tries again
         self.link: SessionSupervisor | None = None
         self.capture: Capture | None = None
         self.playback: Playback | None = None
@@ -171,7 +173,11 @@ class Appliance:
         async for event in link.events():
             if link is not self.link:
                 return  # replaced by a reload
+            if isinstance(event, Disconnected | AuthRejected):
+                self._retry = (time.monotonic() + event.retry_in_s, event.reason)
             await self.shell.on_link_event(event)
+            if isinstance(event, Disconnected | AuthRejected):
+                self.notifier.status(self._status_line())
 
     async def _pump_mic(self, capture: Capture) -> None:
         async for chunk in capture.chunks():
@@ -199,11 +205,14 @@ class Appliance:
         if self.shell is None or self.link is None:
             return "starting"
         state = self.shell.machine.state.value
-        if self.link.connected:
-            return f"{state}, connected"
         if self._audio_failed:
             return f"{state}, audio: " + "; ".join(self._audio_failed.values())
-        return f"{state}, {self.link.last_error or 'connecting'}"
+        if self.link.connected:
+            return f"{state}, connected"
+        if self._retry is not None:
+            at, reason = self._retry
+            return f"{state}, retrying in {max(0.0, at - time.monotonic()):.0f} s ({reason})"
+        return f"{state}, connecting"
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):

@@ -53,6 +53,7 @@ class Timings:
         self.output_us: list[float] = []
         self.input_marks: list[tuple[float, int]] = []  # (time, device frames captured so far)
         self.output_loud: list[float] = []  # times of callbacks returning sound after silence
+        self.output_times: list[float] = []  # every output callback (the device's cadence)
         self._frames_in = 0
         self._was_loud = False
 
@@ -67,6 +68,7 @@ class Timings:
                 self.input_marks.append((time.monotonic(), self._frames_in))
             else:
                 self.output_us.append(spent)
+                self.output_times.append(time.monotonic())
                 loud = bool(np.any(np.frombuffer(result[0], dtype=np.int16)))
                 if loud and not self._was_loud:
                     self.output_loud.append(time.monotonic())
@@ -121,6 +123,49 @@ class SoundCard:
     def drain(self) -> None:
         nbytes = int(DEVICE_RATE * self.period_s) * 2
         self._paced(lambda n: self.alsa.read_speaker_fifo(nbytes, timeout=self.period_s))
+
+
+def device_baseline(alsa: VirtualAlsa, period_ms: int, seconds: float) -> float:
+    """CPU-ms per minute of PortAudio and these virtual devices alone: the same full-duplex
+    streams, same pacing, with callbacks that do nothing (the sound card's share, not ours)."""
+    card = SoundCard(alsa, period_ms / 1000)
+    threads = [threading.Thread(target=card.feed), threading.Thread(target=card.drain)]
+    for t in threads:
+        t.start()
+    frames = DEVICE_RATE * period_ms // 1000
+    silence = bytes(2 * frames)
+    pa = alsa.pyaudio()
+    streams = [
+        pa.open(
+            rate=DEVICE_RATE,
+            channels=1,
+            format=pyaudio.paInt16,
+            input=True,
+            input_device_index=alsa.index_of(pa, "mic_fifo"),
+            frames_per_buffer=frames,
+            stream_callback=lambda *a: (None, pyaudio.paContinue),
+        ),
+        pa.open(
+            rate=DEVICE_RATE,
+            channels=1,
+            format=pyaudio.paInt16,
+            output=True,
+            output_device_index=alsa.index_of(pa, "speaker_fifo"),
+            frames_per_buffer=frames,
+            stream_callback=lambda d, n, t, s: (silence[: 2 * n], pyaudio.paContinue),
+        ),
+    ]
+    cpu_start, wall_start = time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    cpu, wall = time.process_time() - cpu_start, time.monotonic() - wall_start
+    for stream in streams:
+        stream.stop_stream()
+        stream.close()
+    pa.terminate()
+    card.stop.set()
+    for t in threads:
+        t.join()
+    return (cpu - card.cpu_s) * 1000 / wall * 60
 
 
 def pct(values: list[float], q: float) -> float:
@@ -188,6 +233,7 @@ async def measure(seconds: float, period_ms: int) -> dict:
     card.stop.set()
     for t in threads:
         t.join()
+    baseline = device_baseline(alsa, period_ms, min(seconds, 10.0))
     alsa.close()
     # Each delta's first sound: the first loud output callback after it was handed over.
     playback_latency = []
@@ -205,10 +251,15 @@ async def measure(seconds: float, period_ms: int) -> dict:
         "callback_us_p50": round(pct(callbacks, 50), 1),
         "callback_us_p99": round(pct(callbacks, 99), 1),
         "cpu_ms_per_min": round(cpu_ms / wall * 60, 1),
+        "cpu_ms_per_min_device_baseline": round(baseline, 1),
+        "callback_ms_per_min": round(sum(callbacks) / 1000 / wall * 60, 1),
         "capture_latency_ms_p50": round(pct(capture_latency, 50), 2),
         "capture_latency_ms_p99": round(pct(capture_latency, 99), 2),
         "playback_latency_ms_p50": round(pct(playback_latency, 50), 2),
         "playback_latency_ms_p99": round(pct(playback_latency, 99), 2),
+        # How the device asks for audio: a real card calls every period; this virtual one
+        # often asks for two periods back to back, then nothing for two periods.
+        "output_callback_gap_ms_p99": round(pct(list(np.diff(timings.output_times) * 1000), 99), 1),
         "deltas": len(delta_times),
         "deltas_heard": len(playback_latency),
         "overruns": capture.overruns,
@@ -233,7 +284,12 @@ def main() -> None:
         f"callback cost: p50 {r['callback_us_p50']} µs, p99 {r['callback_us_p99']} µs "
         f"({r['callbacks']} callbacks)"
     )
-    print(f"CPU: {r['cpu_ms_per_min']} CPU-ms per minute of full-duplex audio (target <= 300)")
+    print(
+        f"CPU: {r['cpu_ms_per_min']} CPU-ms per minute of full-duplex audio (target <= 300); "
+        f"of it, PortAudio and the virtual devices alone (empty callbacks): "
+        f"{r['cpu_ms_per_min_device_baseline']}; inside our callbacks: "
+        f"{r['callback_ms_per_min']}"
+    )
     print(
         f"capture latency: p50 {r['capture_latency_ms_p50']} ms, "
         f"p99 {r['capture_latency_ms_p99']} ms (target <= {target})"
@@ -242,6 +298,10 @@ def main() -> None:
         f"playback latency: p50 {r['playback_latency_ms_p50']} ms, "
         f"p99 {r['playback_latency_ms_p99']} ms (target <= {target}); "
         f"{r['deltas_heard']}/{r['deltas']} deltas heard"
+    )
+    print(
+        f"the device asks for output every {r['output_callback_gap_ms_p99']} ms at p99 "
+        f"(a delta waits for the next ask)"
     )
     print(f"overruns {r['overruns']}, underruns {r['underruns']}")
 

@@ -117,10 +117,18 @@ async def test_sighup_keeps_the_session_unless_the_realtime_keys_change(notified
 
 async def test_a_refused_key_shows_the_error_state_and_keeps_retrying(server, tmp_path):
     server.refuse(401, times=1000)
+    notify = NotifySocket(tmp_path / "notify.sock")
     box = PacedBox(tmp_path, server.url, SECRET)
-    await box.start()
+    await box.start(env={"NOTIFY_SOCKET": notify.path})
     try:
         status = await box.wait_status(lambda s: s["state"] == "error", timeout=15)
+        line = (await notify.wait("STATUS"))["STATUS"]
+        deadline = time.monotonic() + 5
+        while "retrying in" not in line and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            line = notify.with_key("STATUS")[-1][1]["STATUS"]
+        assert line.startswith("error, retrying in ")
+        assert line.endswith("s (the API key was refused (HTTP 401))")
         assert "refused" in status["last_error"]
         assert not status["connected"]
         assert box.log().count("the API key was refused") == 1  # once, not once per retry

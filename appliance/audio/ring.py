@@ -25,6 +25,9 @@ class SampleRing:
         self.capacity = capacity
         self.channels = channels
         self._buf = np.zeros((capacity, channels), dtype=np.int16)
+        # Commit the pages now (np.zeros maps them lazily): a long-running box should show its
+        # memory at start, not creep up as the write position first reaches each page.
+        self._buf.fill(0)
         self._read = 0  # total frames ever read (or dropped); monotonic
         self._write = 0  # total frames ever written; monotonic
         self._lock = threading.Lock()

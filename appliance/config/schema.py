@@ -313,7 +313,7 @@ class AudioConfig:
         metadata=meta(doc="How often a lost or failing device is tried again, s.", range=(0.5, 60)),
     )
     playback_buffer_s: float = field(
-        default=120.0,
+        default=45.0,
         metadata=meta(doc="Most answer audio held for playback, s.", range=(5, 1800)),
     )
 
