@@ -22,8 +22,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev)
-# Test-only tools: espeak-ng speaks test questions, sox converts and measures audio.
-APT_DEV_PACKAGES=(espeak-ng sox)
+# Test-only tools: espeak-ng speaks test questions, sox converts and measures audio;
+# systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service.
+APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux)
 
 mode=install
 purge=0
