@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from appliance.blocking import in_daemon_thread
 from appliance.config import Config, ConfigError, find_config_path, load_config
 from appliance.config.schema import AudioConfig
 
@@ -140,36 +140,6 @@ def alsa_owners(proc_asound: Path = Path("/proc/asound")) -> list[str]:
 
 
 # ---- running a check in time ------------------------------------------------------------
-
-
-def in_thread(fn: Callable[..., Any], *args: Any, late: Callable[[Any], Any] | None = None):
-    """``fn(*args)`` in a daemon thread, as a future; a result after a timeout goes to ``late``.
-
-    Not the loop's executor: a stuck driver call must not hold up the process's exit.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():
-            if ok and late is not None:
-                with contextlib.suppress(Exception):
-                    late(value)
-        elif ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-    def run() -> None:
-        try:
-            value, ok = fn(*args), True
-        except BaseException as exc:
-            value, ok = exc, False
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            loop.call_soon_threadsafe(settle, ok, value)
-
-    threading.Thread(target=run, name="check", daemon=True).start()
-    return future
 
 
 async def guarded(
@@ -374,7 +344,7 @@ async def check_gpio(config: Config, warnings: list[logging.LogRecord]) -> list[
         why = "gpio.enabled is false" + ("" if has_gpio() else "; no GPIO on this machine")
         return [Result.skip("button", why), Result.skip("led", why)]
     loop = asyncio.get_running_loop()
-    opening = in_thread(
+    opening = in_daemon_thread(
         open_gpio, gpio, config.button, loop, lambda event: None, late=lambda p: p.close()
     )
     try:
@@ -415,7 +385,7 @@ async def check_gpio(config: Config, warnings: list[logging.LogRecord]) -> list[
         return [button, led]
     finally:
         with contextlib.suppress(Exception):  # what was found stands; the pins free on exit
-            await asyncio.wait_for(in_thread(panel.close), GPIO_TIMEOUT_S)
+            await asyncio.wait_for(in_daemon_thread(panel.close), GPIO_TIMEOUT_S)
 
 
 async def check_realtime(config: Config) -> list[Result]:
@@ -515,7 +485,7 @@ async def _checks(config: Config, args: argparse.Namespace, emit, warnings) -> N
         mic, speaker = await guarded(
             ("microphone", "speaker"),
             AUDIO_TIMEOUT_S * 2,
-            lambda: in_thread(probe_devices, audio, answer_rate),
+            lambda: in_daemon_thread(probe_devices, audio, answer_rate),
         )
         emit(mic)
         emit(speaker)

@@ -52,6 +52,7 @@ from appliance.audio.devices import (
 )
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler, to_mono
 from appliance.audio.ring import SampleRing
+from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class Capture:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        closing = _in_thread(self._loop, self._close_blocking, True)
+        closing = in_daemon_thread(self._close_blocking, True)
         done, _ = await asyncio.wait({closing}, timeout=CLOSE_WAIT_S)
         if not done:
             log.warning("the microphone did not close in time; it is left to close on its own")
@@ -326,7 +327,7 @@ class Capture:
     async def _attempt(self) -> None:
         """One try at opening the device; sets state "failed" if it does not work."""
         try:
-            await _in_thread(self._loop, self._open_blocking)
+            await in_daemon_thread(self._open_blocking)
         except asyncio.CancelledError:
             raise
         except AudioDeviceError as exc:
@@ -340,7 +341,7 @@ class Capture:
     async def _lose(self, problem: str) -> None:
         """The running stream broke: close it (in the background if it hangs), fail."""
         self._fail(problem)
-        closing = _in_thread(self._loop, self._close_blocking, True)
+        closing = in_daemon_thread(self._close_blocking, True)
         await asyncio.wait({closing}, timeout=CLOSE_WAIT_S)
 
     def _describe(self, active: _Stream) -> str:
@@ -456,31 +457,3 @@ class Capture:
         if pa is not None:
             with contextlib.suppress(Exception):
                 pa.terminate()
-
-
-def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any):
-    """Run ``fn(*args)`` in a new daemon thread; an asyncio future of its result.
-
-    Not the default executor: a PortAudio call that never returns would make the loop's
-    shutdown wait for it forever.
-    """
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result, exc = fn(*args), None
-        except BaseException as error:
-            result, exc = None, error
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, result, exc)
-
-    threading.Thread(target=target, name="capture-portaudio", daemon=True).start()
-    return future

@@ -52,6 +52,7 @@ from appliance.audio.earcons import earcon
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import SampleRing
 from appliance.audio.tracker import PlaybackTracker
+from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
@@ -98,40 +99,6 @@ def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     plain = isinstance(error, OSError | LookupError | AudioDeviceError)
     return text if plain else f"{type(error).__name__}: {text}"
-
-
-def _in_daemon_thread(
-    fn: Callable[..., Any], *args: Any, late: Callable[[Any], None] | None = None
-) -> asyncio.Future[Any]:
-    """``fn(*args)`` in a daemon thread, as a future of the running loop.
-
-    Why not the loop's executor: a PortAudio call on a stuck device can block for good (a
-    stream whose writer thread hangs in write() cannot be closed), and an executor thread would
-    then hold up the loop's shutdown and the process's exit. A result that arrives after the
-    future was given up on (cancelled, timed out) is handed to ``late`` (to close it).
-    """
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if fut.done():
-            if ok and late is not None:
-                late(value)
-        elif ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def run() -> None:
-        try:
-            value, ok = fn(*args), True
-        except BaseException as e:
-            value, ok = e, False
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, ok, value)
-
-    threading.Thread(target=run, name="playback-io", daemon=True).start()
-    return fut
 
 
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -279,7 +246,9 @@ class Playback:
             return False
 
     async def _try_open(self) -> bool:
-        fut = _in_daemon_thread(self._open_blocking, self._gen + 1, late=self._close_later)
+        fut = in_daemon_thread(
+            self._open_blocking, self._gen + 1, late=self._close_later, name="playback-io"
+        )
         try:
             opened = await asyncio.wait_for(fut, _OPEN_TIMEOUT_S)
         except TimeoutError:
@@ -290,7 +259,7 @@ class Playback:
             return False
         self._install(opened)
         try:
-            await asyncio.wait_for(_in_daemon_thread(opened.stream.start_stream), _OPEN_TIMEOUT_S)
+            await asyncio.wait_for(in_daemon_thread(opened.stream.start_stream), _OPEN_TIMEOUT_S)
         except Exception as e:
             await self._close(lost=True)
             self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
@@ -370,7 +339,7 @@ class Playback:
             self._gen += 1  # should the old stream's callback run again, it plays nothing
             try:
                 await asyncio.wait_for(
-                    _in_daemon_thread(self._close_blocking, opened), _CLOSE_TIMEOUT_S
+                    in_daemon_thread(self._close_blocking, opened), _CLOSE_TIMEOUT_S
                 )
             except TimeoutError:
                 log.warning(
