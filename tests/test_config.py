@@ -197,7 +197,8 @@ BAD = {
     ),
     "unknown section no match": (
         HEAD + "zzz: 1\n",
-        "3: zzz: unknown section; valid sections: realtime, audio, button, gpio, control, logging",
+        "3: zzz: unknown section; valid sections: "
+        "realtime, audio, button, gpio, control, tools, logging",
     ),
     "wrong type int": (
         HEAD + "  output_rate: fast\n",
@@ -321,12 +322,12 @@ BAD = {
     "top-level list": (
         "- realtime\n- logging\n",
         "1: the top level must be a mapping of sections "
-        "(realtime, audio, button, gpio, control, logging)",
+        "(realtime, audio, button, gpio, control, tools, logging)",
     ),
     "top-level scalar": (
         "hello\n",
         "1: the top level must be a mapping of sections "
-        "(realtime, audio, button, gpio, control, logging)",
+        "(realtime, audio, button, gpio, control, tools, logging)",
     ),
     "section not a mapping": ("realtime: 5\n", "1: realtime: expected a mapping of keys"),
     "section is a list": ("realtime:\n  - a\n", "1: realtime: expected a mapping of keys"),
@@ -673,9 +674,13 @@ def test_nested_errors(text, expected):
 
 def test_schema_types_are_supported():
     """Every setting's type is one the loader knows; sections are dataclasses."""
-    supported = {str, int, float, bool, ApiKey}
+    supported = {str, int, float, bool, ApiKey, dict}
     for dotted, _, tp in iter_settings(Config):
         inner, _ = unwrap_optional(tp)
+        if typing.get_origin(inner) is tuple:  # a list: of scalars, or of sub-sections
+            (inner,) = typing.get_args(inner)[:1]
+            if is_section(inner):
+                continue
         assert inner in supported, dotted
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):

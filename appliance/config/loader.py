@@ -234,14 +234,32 @@ class _Walker:
             if _is_null(node):  # every key commented out: all defaults
                 return self.section(tp, None, dotted + ".", line, base)
             raise self.error(line, dotted, "expected a mapping of keys")
-        if typing.get_origin(tp) is tuple:
+        if tp is dict or typing.get_origin(tp) is dict:
+            # Free-form data (a JSON schema, HTTP headers): any YAML mapping, checked by
+            # the setting's own ``check``.
+            if not isinstance(node, MappingNode):
+                raise self.error(line, dotted, f"expected a mapping (got {self.describe(node)})")
+            try:
+                value = self.constructor.construct_object(node, deep=True)
+            except (yaml.YAMLError, ValueError, TypeError) as exc:
+                raise self.error(line, dotted, f"unreadable mapping: {exc}") from None
+        elif typing.get_origin(tp) is tuple:
             item_tp = typing.get_args(tp)[0]
             if not isinstance(node, SequenceNode):
                 raise self.error(line, dotted, f"expected a list (got {self.describe(node)})")
-            value = tuple(
-                self.scalar(item_tp, meta, item, f"{dotted}[{i}]", _line(item))
-                for i, item in enumerate(node.value)
-            )
+            if is_section(item_tp):  # a list of sub-sections, e.g. tools.webhooks
+                items = []
+                for i, item in enumerate(node.value):
+                    where = f"{dotted}[{i}]"
+                    if not isinstance(item, MappingNode):
+                        raise self.error(_line(item), where, "expected a mapping of keys")
+                    items.append(self.section(item_tp, item, where + ".", _line(item)))
+                value = tuple(items)
+            else:
+                value = tuple(
+                    self.scalar(item_tp, meta, item, f"{dotted}[{i}]", _line(item))
+                    for i, item in enumerate(node.value)
+                )
         else:
             value = self.scalar(tp, meta, node, dotted, line)
         check = meta.get("check")

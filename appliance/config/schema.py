@@ -410,6 +410,151 @@ class ControlConfig:
     )
 
 
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Header names whose values are secrets: they must come from a file, never inline.
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|password", re.I)
+RESERVED_TOOLS = (
+    "get_time",
+    "set_volume",
+    "stop_talking",
+    "get_device_status",
+    "file_search",
+    "web_search",
+)
+
+
+def _tool_name(value: str) -> str | None:
+    if not _TOOL_NAME.match(value):
+        return "must be 1 to 64 letters, digits, _ or - (the name the model calls)"
+    if value in RESERVED_TOOLS:
+        return f"{value!r} is a built-in tool's name; choose another"
+    return None
+
+
+def _http_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL (got {show(value)})"
+    return None
+
+
+def _json_schema(value: Any) -> str | None:
+    import jsonschema
+
+    if value.get("type", "object") != "object":
+        return "the parameters must be a JSON schema of type object"
+    try:
+        jsonschema.Draft202012Validator.check_schema(value)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "the schema"
+        return f"not a valid JSON schema at {where}: {exc.message}"
+    return None
+
+
+def _headers(value: Any) -> str | None:
+    for name, header in value.items():
+        if not isinstance(name, str):
+            return "header names must be strings"
+        if isinstance(header, dict):
+            if set(header) != {"file"} or not isinstance(header["file"], str):
+                return f"header {name}: use {{file: /path/to/secret}} for a value from a file"
+        elif not isinstance(header, str):
+            return f"header {name}: expected a string or {{file: PATH}}"
+        elif _SECRET_HEADER.search(name):
+            return (
+                f"header {name} looks secret: give it as {{file: /path/to/file}}, "
+                "never inline in config.yaml"
+            )
+    return None
+
+
+def _timezone(value: str) -> str | None:
+    if not value:
+        return None
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {show(value)} (e.g. Europe/Moscow; empty: the system's)"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltinTools:
+    """The tools the box answers itself; each can be switched off."""
+
+    get_time: bool = field(default=True, metadata=meta(doc="Local date, time and weekday."))
+    set_volume: bool = field(default=True, metadata=meta(doc="Set the volume by voice."))
+    stop_talking: bool = field(default=True, metadata=meta(doc="End the current answer."))
+    get_device_status: bool = field(
+        default=True, metadata=meta(doc="Connection, uptime, Wi-Fi signal.")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSearchConfig:
+    """Yandex's server-side search over a search index (the box does not answer it)."""
+
+    index_id: str = field(default="", metadata=meta(doc="Search index id; empty: off."))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookTool:
+    """A tool the model may call, answered by POSTing its arguments to a URL."""
+
+    name: str = field(
+        metadata=meta(
+            doc="The name the model calls.", check=_tool_name, required="give the tool a name"
+        )
+    )
+    description: str = field(default="", metadata=meta(doc="What it does, for the model."))
+    parameters: dict = field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        metadata=meta(doc="JSON schema of the arguments (type object).", check=_json_schema),
+    )
+    url: str = field(
+        metadata=meta(
+            doc="http(s) URL the arguments are POSTed to.",
+            check=_http_url,
+            required="give the URL to POST to",
+        )
+    )
+    headers: dict = field(
+        default_factory=dict,
+        metadata=meta(doc="Extra headers; secret ones as {file: PATH}.", check=_headers),
+    )
+    timeout_s: float = field(
+        default=5.0, metadata=meta(doc="Longest wait for the answer, s.", range=(0.1, 60))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolsConfig:
+    """Tools the voice can use."""
+
+    builtin: BuiltinTools = field(
+        default_factory=BuiltinTools, metadata=meta(doc="Built-in tools.")
+    )
+    timezone: str = field(
+        default="",
+        metadata=meta(doc="Time zone of get_time; empty: the system's.", check=_timezone),
+    )
+    state_file: str = field(
+        default="/var/lib/appliance/state.json",
+        metadata=meta(doc="Where the volume is kept across restarts.", check=_path),
+    )
+    file_search: FileSearchConfig = field(
+        default_factory=FileSearchConfig, metadata=meta(doc="Yandex file search.")
+    )
+    web_search: bool = field(default=False, metadata=meta(doc="Yandex web search."))
+    webhooks: tuple[WebhookTool, ...] = field(
+        default=(), metadata=meta(doc="Tools answered by an HTTP service of yours.")
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole configuration. Sections are the dataclass-typed fields."""
@@ -425,6 +570,7 @@ class Config:
     control: ControlConfig = field(
         default_factory=ControlConfig, metadata=meta(doc="The control socket.")
     )
+    tools: ToolsConfig = field(default_factory=ToolsConfig, metadata=meta(doc="Tools."))
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=meta(doc="Logging."))
     path: Path = field(
         default=Path("config.yaml"),
