@@ -3,7 +3,12 @@
 Start-up order: logging, the audio streams (they retry in the background if a device is
 missing), the Realtime link (it retries too), the panel, the control socket; then ``READY=1``.
 SIGTERM stops everything within a few seconds (``STOPPING=1``, LED off, exit 0); SIGHUP
-reloads config.yaml, keeping the session when the ``realtime`` keys did not change.
+reloads config.yaml, keeping the session when the ``realtime`` and ``tools`` keys did not change
+(tools are declared in ``session.update``: new tools need a new session).
+
+The :class:`Appliance` is also the tools' :class:`~appliance.tools.ToolHost`: the volume (a
+volume set by voice is kept in ``tools.state_file`` and wins over ``audio.volume`` at start),
+stop_talking, and the facts get_device_status reports.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from appliance.core import state_machine as sm
 from appliance.panel.select import open_panel
 from appliance.realtime.link_events import AuthRejected, Disconnected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
-from appliance.realtime.tools import ToolRegistry
 from appliance.service.journal import TranscriptLog
 from appliance.service.notify import ServiceNotifier
+from appliance.tools import build_registry, webhook
+from appliance.tools.state import state_file
 from appliance.turns import TurnShell
 
 log = logging.getLogger("appliance")
@@ -78,7 +84,7 @@ class Appliance:
 
     def _new_link(self) -> SessionSupervisor:
         settings = LinkSettings.from_config(self.config.realtime, self.api_key)
-        return SessionSupervisor(settings, ToolRegistry())
+        return SessionSupervisor(settings, build_registry(self.config, self))
 
     def _audio_kwargs(self) -> dict[str, Any]:
         return {"pa_factory": self._pa_factory} if self._pa_factory else {}
@@ -95,6 +101,9 @@ class Appliance:
             on_state=lambda s, e: self._audio_state("speaker", s, e),
             **self._audio_kwargs(),
         )
+        saved = state_file(self.config).volume()
+        if saved is not None:  # set by voice: wins over audio.volume
+            playback.volume = saved
         return capture, playback
 
     def _open_panel(self) -> Any:
@@ -145,6 +154,7 @@ class Appliance:
             self.playback,
             self.panel,
             self.transcripts,
+            mic=self.capture,
             on_state=self._state_changed,
         )
         self.panel.show(sm.State.STARTING)
@@ -227,6 +237,7 @@ class Appliance:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.5):
                 await asyncio.gather(*(p for p in parts if p is not None), return_exceptions=True)
+                await webhook.close()  # the webhook tools' shared HTTP session
         if self.panel is not None:
             self.panel.close()
 
@@ -243,9 +254,13 @@ class Appliance:
             self.notifier.ready(self._status_line())
             return
         old, self.config = self.config, new
-        if new.realtime != old.realtime or key != self.api_key:
+        if new.audio.volume != old.audio.volume:
+            # The owner's new audio.volume replaces one set by voice, now and after a restart.
+            state_file(new).save_volume(new.audio.volume)
+        if new.realtime != old.realtime or key != self.api_key or new.tools != old.tools:
             self.api_key = key
-            log.info("reload: the realtime settings changed; opening a new session")
+            what = "realtime" if new.tools == old.tools else "tools"
+            log.info("reload: the %s settings changed; opening a new session", what)
             old_link, self.link = self.link, self._new_link()
             self.shell.link = self.link
             await old_link.close()
@@ -261,6 +276,8 @@ class Appliance:
                 await self.playback.stop()
                 self.capture, self.playback = self._new_audio()
                 self.shell.playback = self.playback
+                self.shell.mic = self.capture
+                self.capture.listen(self.shell.machine.state is sm.State.LISTENING)
                 await self.capture.start()
                 await self.playback.start()
                 self._spawn(self._pump_mic(self.capture))
@@ -274,6 +291,29 @@ class Appliance:
         logging.getLogger().setLevel(new.logging.level.upper())
         log.info("reloaded %s", new.path)
         self.notifier.ready(self._status_line())
+
+    # ---- the tools' host (appliance.tools.ToolHost) ---------------------------------------
+
+    @property
+    def volume(self) -> float:
+        return self.playback.volume if self.playback is not None else self.config.audio.volume
+
+    def set_volume(self, volume: float) -> None:
+        if self.playback is not None:
+            self.playback.volume = volume
+
+    def stop_talking(self) -> None:
+        if self.shell is not None:
+            self.shell.stop_talking()
+
+    def device_facts(self) -> dict[str, Any]:
+        link = self.link
+        return {
+            "state": self.shell.machine.state.value if self.shell is not None else "starting",
+            "connected": link is not None and link.connected,
+            "uptime_s": time.monotonic() - self.started_at,
+            "session_age_s": link.session_age_s if link is not None else None,
+        }
 
     # ---- the control socket's handler --------------------------------------------------
 

@@ -27,6 +27,7 @@ log = logging.getLogger("appliance.turns")
 
 MIN_COMMIT_MS = 100  # the API rejects shorter commits; the box never sends them
 INPUT_BYTES_PER_MS = 48  # 24 kHz PCM16 mono
+WORKING_AFTER_S = 1.0  # a tool still running after this long gets the "working" earcon
 
 
 @dataclass
@@ -76,6 +77,7 @@ class TurnShell:
         panel: Any,
         transcripts: Any,
         *,
+        mic: Any = None,
         on_state: Callable[[sm.State], None] | None = None,
     ) -> None:
         self.machine = machine
@@ -84,6 +86,9 @@ class TurnShell:
         self.panel = panel
         self.transcripts = transcripts
         self.on_state = on_state
+        self.mic = mic  # the Capture: listens only during a turn (listen(True/False))
+        if mic is not None:
+            mic.listen(False)
         self.counters = TurnCounters()
         self.turn: TurnRecord | None = None
         self.last_turn: TurnRecord | None = None
@@ -91,6 +96,12 @@ class TurnShell:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         # Interrupted responses whose late audio is dropped; bounded (months of uptime).
         self._dropped_responses: deque[str] = deque(maxlen=16)
+        # Responses silenced by the stop_talking tool: their audio is not played, but unlike
+        # dropped ones their response.done still ends the turn.
+        self._silenced_responses: deque[str] = deque(maxlen=16)
+        # Tool calls of this turn, and the "working" earcon timer of those still pending.
+        self._tool_calls_seen: set[str] = set()
+        self._working_timers: dict[str, asyncio.TimerHandle] = {}
         self._response_id: str | None = None
         self._drop_next_response = False
         self._answer_items: set[str] = set()
@@ -141,7 +152,7 @@ class TurnShell:
         try:
             await self.link.append_audio(pcm)
         except NotConnected as exc:
-            self._sending = False
+            self._mic(False)
             await self.handle(sm.TurnFailed(str(exc)))
             return
         self.turn.audio_in_ms += len(pcm) // INPUT_BYTES_PER_MS
@@ -172,6 +183,10 @@ class TurnShell:
                     self.turn.assistant = text
             case ev.AudioDelta():
                 await self._answer_audio(event)
+            case ev.OutputItemDone(call=ev.FunctionCall() as call):
+                self._tool_call_started(call)
+            case ev.FunctionCallArgumentsDone(call=call):
+                self._tool_call_started(call)
             case ev.ResponseDone():
                 await self._response_done(event)
             case ev.ServerError(code="input_audio_buffer_commit_empty"):
@@ -184,8 +199,11 @@ class TurnShell:
     async def _answer_audio(self, event: ev.AudioDelta) -> None:
         if event.response_id in self._dropped_responses:
             return  # the owner interrupted this answer: its late audio is not played
+        if event.response_id in self._silenced_responses:
+            return  # stop_talking: the rest of this answer is not played either
         if self.machine.state not in (sm.State.THINKING, sm.State.SPEAKING):
             return
+        self._cancel_working()  # the answer is here: no "working" sound over it
         self.playback.play_answer(event.item_id, event.audio)
         self._answer_items.add(event.item_id)
         turn = self.turn
@@ -204,6 +222,7 @@ class TurnShell:
             return
         if self.link.answer_follows:
             return  # a tool round: the real answer is still to come
+        self._cancel_working()
         for item in self._answer_items:
             self.playback.end_answer(item)
         self._answer_items.clear()
@@ -217,6 +236,49 @@ class TurnShell:
     def _watch_drain(self) -> None:
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    # ---- tools: feedback while one runs, and stop_talking ------------------------------
+
+    def _tool_call_started(self, call: ev.FunctionCall) -> None:
+        """A call the box answers itself: if it still runs after WORKING_AFTER_S, play the
+        soft "working" earcon, once per call. The LED needs nothing: it already shows
+        thinking (or, if the call came while speaking, keeps showing that)."""
+        if not self.machine.in_turn or call.call_id in self._tool_calls_seen:
+            return  # announced twice (arguments.done, then output_item.done)
+        self._tool_calls_seen.add(call.call_id)
+        if self.link.tools.answered_by_server(call.name):
+            return
+        self._working_timers[call.call_id] = asyncio.get_running_loop().call_later(
+            WORKING_AFTER_S, self._still_working, call.call_id
+        )
+
+    def _still_working(self, call_id: str) -> None:
+        self._working_timers.pop(call_id, None)
+        if self.link.tool_running(call_id) and self.machine.state in (
+            sm.State.THINKING,
+            sm.State.SPEAKING,
+        ):
+            self.playback.play_earcon("working")
+
+    def _cancel_working(self) -> None:
+        for handle in self._working_timers.values():
+            handle.cancel()
+        self._working_timers.clear()
+
+    def stop_talking(self) -> None:
+        """The stop_talking tool: silence the current answer now, as a press would, but
+        without starting a turn. The turn then ends normally with the response's
+        ``response.done`` (the link asks for no follow-up answer)."""
+        if self._response_id is not None:
+            self._silenced_responses.append(self._response_id)
+        cut = self._cut_playback()
+        if cut:
+            self._background(self._truncate(cut))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._busy.add(task)
+        task.add_done_callback(self._busy.discard)
 
     async def _drain(self) -> None:
         while self.machine.state is sm.State.SPEAKING:
@@ -232,11 +294,11 @@ class TurnShell:
             case sm.StartMic():
                 self._start_turn()
             case sm.StopMic():
-                self._sending = False
+                self._mic(False)
             case sm.Commit():
                 await self._commit()
             case sm.DiscardInput():
-                self._sending = False
+                self._mic(False)
             case sm.CancelResponse():
                 await self._cancel()
             case sm.FlushPlayback():
@@ -263,12 +325,18 @@ class TurnShell:
         if handle is not None:
             handle.cancel()
 
+    def _mic(self, on: bool) -> None:
+        self._sending = on
+        if self.mic is not None:
+            self.mic.listen(on)
+
     def _start_turn(self) -> None:
+        self._tool_calls_seen.clear()
         self.counters.turns += 1
         self.turn = TurnRecord(self.counters.turns, session_id=self.link.session_id)
         self.link.begin_turn()
         self._answer_items.clear()
-        self._sending = True
+        self._mic(True)
 
     async def _commit(self) -> None:
         turn = self.turn
@@ -295,8 +363,15 @@ class TurnShell:
 
     async def _barge_in(self) -> None:
         """Silence first; then tell the server how much of each cut answer was heard."""
+        await self._truncate(self._cut_playback())
+
+    def _cut_playback(self) -> dict[str, int]:
+        self._cancel_working()
         cut = self.playback.flush()
         self._answer_items.clear()
+        return cut
+
+    async def _truncate(self, cut: dict[str, int]) -> None:
         for item_id, heard_ms in cut.items():
             if item_id.startswith("earcon:"):
                 continue
@@ -306,8 +381,9 @@ class TurnShell:
                 return
 
     def _end_turn(self, result: str) -> None:
+        self._cancel_working()
         turn, self.turn = self.turn, None
-        self._sending = False
+        self._mic(False)
         self.link.end_turn()
         if turn is None:
             return
@@ -347,6 +423,7 @@ class TurnShell:
         self.counters.last_error = message
 
     async def close(self) -> None:
+        self._cancel_working()
         for name in list(self._timers):
             self._cancel_timer(name)
         tasks = [t for t in (self._drain_task, *self._busy) if t is not None]

@@ -228,3 +228,42 @@ async def test_a_stream_that_stops_delivering_is_reopened(virtual_alsa, caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len([m for m in messages if m.startswith("microphone unavailable")]) == 1
     assert len([m for m in messages if m.startswith("microphone is back")]) == 1
+
+
+async def test_paused_capture_delivers_nothing_and_resumes_fresh(virtual_alsa):
+    """Between turns the microphone is paused: no chunks, no loop wake-ups; the stream stays
+    open and healthy. Resuming starts from new audio, not from what was captured meanwhile."""
+    feeding = threading.Event()
+    feeder = threading.Thread(
+        target=virtual_alsa.feed_mic_fifo,
+        args=(signal(24000 * 3), 24000),
+        kwargs={"stop": feeding.is_set},
+        daemon=True,
+    )
+    feeder.start()
+    config = AudioConfig(input_device="mic_fifo", input_rate=24000)
+    got: list[bytes] = []
+    try:
+        async with Capture(config) as cap:
+            cap.listen(False)
+
+            async def read():
+                async for chunk in cap.chunks():
+                    got.append(chunk)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(0.5)
+            paused_chunks = len(got)
+            assert cap.state == "running" and not cap.listening
+            callbacks = cap.callbacks
+            cap.listen(True)
+            await asyncio.sleep(0.3)
+            reader.cancel()
+        assert paused_chunks <= 3  # only what was already captured when the pause began
+        assert cap.callbacks > callbacks  # the stream kept running while paused
+        resumed = len(got) - paused_chunks
+        assert 10 <= resumed <= 20  # ~0.3 s of 20 ms chunks: no backlog from the pause
+        assert cap.overruns == 0
+    finally:
+        feeding.set()
+        feeder.join(2)

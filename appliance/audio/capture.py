@@ -100,6 +100,10 @@ class _Stream:
             self.last_callback = time.monotonic()
             if status & pyaudio.paInputOverflow:
                 owner.input_overflows += 1
+            if owner._paused and owner.state == "running":
+                # Nobody listens: keep the stream alive, do no work. (Until a new stream is
+                # seen running, its callbacks still wake the loop, which notes it is back.)
+                return None, pyaudio.paContinue
             if in_data:
                 self.ring.write(np.frombuffer(in_data, dtype=np.int16))
             if not owner._wake_pending:
@@ -164,6 +168,7 @@ class Capture:
         self._event: asyncio.Event | None = None
         self._wake_pending = False
         self._clears = 0  # clear() calls, so chunks() drops what it holds of the old audio
+        self._paused = False  # see listen()
         self._settled: asyncio.Future[None] | None = None
 
     # --- counters ---------------------------------------------------------------------------
@@ -222,6 +227,21 @@ class Capture:
         self._set_state("stopped", "")
         if self._event is not None:
             self._event.set()  # ends chunks()
+
+    def listen(self, on: bool) -> None:
+        """Deliver chunks (True) or not (False). Between turns the box needs no microphone
+        audio; paused, the callback keeps the stream alive but copies nothing and wakes
+        nobody, which saves a loop wake-up every period. Resuming starts from fresh audio.
+
+        Call from the loop thread.
+        """
+        if on and self._paused:
+            self.clear()
+        self._paused = not on
+
+    @property
+    def listening(self) -> bool:
+        return not self._paused
 
     def clear(self) -> int:
         """Drop the audio buffered so far (e.g. at a button press); returns frames dropped.
