@@ -183,10 +183,10 @@ class TurnShell:
                     self.turn.assistant = text
             case ev.AudioDelta():
                 await self._answer_audio(event)
-            case ev.OutputItemDone(call=ev.FunctionCall() as call):
-                self._tool_call_started(call)
-            case ev.FunctionCallArgumentsDone(call=call):
-                self._tool_call_started(call)
+            case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
+                self._tool_call_started(rid, call)
+            case ev.FunctionCallArgumentsDone(call=call, response_id=rid):
+                self._tool_call_started(rid, call)
             case ev.ResponseDone():
                 await self._response_done(event)
             case ev.ServerError(code="input_audio_buffer_commit_empty"):
@@ -239,13 +239,23 @@ class TurnShell:
 
     # ---- tools: feedback while one runs, and stop_talking ------------------------------
 
-    def _tool_call_started(self, call: ev.FunctionCall) -> None:
+    def _tool_call_started(self, response_id: str, call: ev.FunctionCall) -> None:
         """A call the box answers itself: if it still runs after WORKING_AFTER_S, play the
         soft "working" earcon, once per call. The LED needs nothing: it already shows
         thinking (or, if the call came while speaking, keeps showing that)."""
-        if not self.machine.in_turn or call.call_id in self._tool_calls_seen:
+        if not self.machine.in_turn or response_id in self._dropped_responses:
+            return  # an interrupted answer's call: the owner has moved on
+        if call.call_id in self._tool_calls_seen:
             return  # announced twice (arguments.done, then output_item.done)
         self._tool_calls_seen.add(call.call_id)
+        if "answer" in self._timers:
+            # The answer comes after the tool: give the tool its own time on top of the usual
+            # wait, so a slow (allowed) webhook does not end the turn as a timeout.
+            self._cancel_timer("answer")
+            wait = self.machine.rules.answer_timeout_s + self.link.tools.timeout_of(call.name)
+            self._timers["answer"] = asyncio.get_running_loop().call_later(
+                wait, self.post, sm.AnswerTimeout()
+            )
         if self.link.tools.answered_by_server(call.name):
             return
         self._working_timers[call.call_id] = asyncio.get_running_loop().call_later(

@@ -32,6 +32,7 @@ from realtime_server import AudioAnswer, RealtimeTestServer, tone  # noqa: E402
 
 KEY = "bench-key"
 BARGE_IN_EVERY = 5
+IDLE_S = 10.0
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -90,6 +91,11 @@ async def measure(turns: int) -> dict:
         try:
             await box.wait_status(lambda s: s["connected"] and s["state"] == "idle", 15)
             pid = box.proc.pid
+            # Idle: connected, nobody talking (most of a smart speaker's life).
+            await asyncio.sleep(1.0)
+            idle_start, _ = proc_figures(pid)
+            await asyncio.sleep(IDLE_S)
+            idle_cpu = (proc_figures(pid)[0] - idle_start) / IDLE_S * 60 * 1000
             latencies, bargeins = [], []
             done = 0
             status = await one_turn(box, 1)
@@ -117,6 +123,7 @@ async def measure(turns: int) -> dict:
         "bargein_ms_p99": round(float(np.percentile(bargeins, 99)), 1) if bargeins else None,
         "bargeins": len(bargeins),
         "cpu_ms_per_turn": round((cpu_last - cpu_first) * 1000 / max(1, done - 1), 1),
+        "idle_cpu_ms_per_min": round(idle_cpu),
         "rss_mb_first": round(rss_first, 1),
         "rss_mb_last": round(rss_last, 1),
     }
@@ -140,7 +147,7 @@ def main() -> None:
         f"barge-in press -> silence: p50 {r['bargein_ms_p50']} ms, "
         f"p99 {r['bargein_ms_p99']} ms (target <= 40)"
     )
-    print(f"CPU: {r['cpu_ms_per_turn']} ms per turn")
+    print(f"CPU: {r['cpu_ms_per_turn']} ms per turn; idle {r['idle_cpu_ms_per_min']} ms per minute")
     print(
         f"RSS: {r['rss_mb_first']} MB after 1 turn, {r['rss_mb_last']} MB after {r['turns']} "
         f"(target <= 60 MB, growth < 2 MB over 200 turns)"

@@ -46,6 +46,18 @@ def _asound(mic: Path, speaker: Path) -> str:
     )
 
 
+def _with_state_file(extra_config: str, path: Path) -> str:
+    """``extra_config`` with ``tools.state_file`` in the box's directory unless it names one:
+    the default, /var/lib/appliance/state.json, is the machine's, and a volume saved there
+    would leak into every later box."""
+    if "state_file:" in extra_config:
+        return extra_config
+    line = f"  state_file: {path}\n"
+    if "\ntools:\n" in "\n" + extra_config:
+        return ("\n" + extra_config).replace("\ntools:\n", "\ntools:\n" + line, 1)[1:]
+    return extra_config + "tools:\n" + line
+
+
 class PacedBox:
     """One appliance process and the owner's ears and mouth. See the module docstring."""
 
@@ -81,7 +93,7 @@ class PacedBox:
             "control:\n"
             f"  socket: {self.socket}\n"
             "logging:\n"
-            "  level: debug\n" + extra_config
+            "  level: debug\n" + _with_state_file(extra_config, tmp / "state.json")
         )
         self.api_key = api_key
         self.proc: asyncio.subprocess.Process | None = None

@@ -701,3 +701,27 @@ def test_nested_section_defaults_come_from_the_parent(tmp_path):
     assert config.gpio.led.offline.pattern == "blink"
     assert config.gpio.led.error.pattern == "triple"
     assert config.gpio.led.starting.period_s == 0.5
+
+
+@pytest.mark.parametrize(
+    ("webhooks", "message"),
+    [
+        (
+            "    - {name: a, url: 'http://x/'}\n    - {name: a, url: 'http://y/'}\n",
+            "6: tools.webhooks: the tool name 'a' is used twice",
+        ),
+        (
+            "    - {name: a, url: 'http://x/', headers: {'bad name': v}}\n",
+            "7: tools.webhooks[0].headers: header name 'bad name' is not a valid HTTP header name",
+        ),
+        (
+            '    - {name: a, url: "http://x/", headers: {X-Note: "a\\nb"}}\n',
+            "7: tools.webhooks[0].headers: header X-Note: the value must be one line",
+        ),
+    ],
+)
+def test_webhook_lists_are_checked_as_a_whole(tmp_path, webhooks, message):
+    path = write(tmp_path, MINIMAL + "tools:\n  webhooks:\n" + webhooks)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    assert str(err.value) == f"{path}:{message}"

@@ -453,10 +453,17 @@ def _json_schema(value: Any) -> str | None:
     return None
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
 def _headers(value: Any) -> str | None:
     for name, header in value.items():
         if not isinstance(name, str):
             return "header names must be strings"
+        if not _HEADER_NAME.match(name):
+            return f"header name {show(name)} is not a valid HTTP header name"
+        if isinstance(header, str) and ("\n" in header or "\r" in header):
+            return f"header {name}: the value must be one line"
         if isinstance(header, dict):
             if set(header) != {"file"} or not isinstance(header["file"], str):
                 return f"header {name}: use {{file: /path/to/secret}} for a value from a file"
@@ -531,6 +538,12 @@ class WebhookTool:
     )
 
 
+def _unique_names(value: Any) -> str | None:
+    names = [tool.name for tool in value]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    return f"the tool name {twice[0]!r} is used twice" if twice else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ToolsConfig:
     """Tools the voice can use."""
@@ -551,7 +564,8 @@ class ToolsConfig:
     )
     web_search: bool = field(default=False, metadata=meta(doc="Yandex web search."))
     webhooks: tuple[WebhookTool, ...] = field(
-        default=(), metadata=meta(doc="Tools answered by an HTTP service of yours.")
+        default=(),
+        metadata=meta(doc="Tools answered by an HTTP service of yours.", check=_unique_names),
     )
 
 

@@ -212,8 +212,13 @@ class SessionSupervisor:
 
     @property
     def answer_follows(self) -> bool:
-        """A response is running, or tool outputs are being sent and a response will follow."""
-        return self._response is not None or self._tool_calls.busy
+        """A response is running, or tool outputs are being sent and a response will follow
+        (not after a round of no-follow-up tools only, such as ``stop_talking``)."""
+        return self._response is not None or self._tool_calls.answer_pending
+
+    def tool_running(self, call_id: str) -> bool:
+        """The box is still running the tool of this call (for the "working" earcon)."""
+        return self._tool_calls.running(call_id)
 
     # ---- the loop ----------------------------------------------------------------------
 

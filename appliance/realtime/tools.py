@@ -24,9 +24,14 @@ Handler = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Tool:
+    """A client-side tool. ``follow_up=False`` marks a tool whose whole point is silence
+    (``stop_talking``): its output is still sent, as the protocol wants, but the model is not
+    asked to answer it (no ``response.create``) when every call of the response is like it."""
+
     spec: FunctionTool
     handler: Handler
     timeout_s: float = 10.0
+    follow_up: bool = True
 
 
 def _error(message: str) -> str:
@@ -53,6 +58,17 @@ class ToolRegistry:
 
     def answered_by_server(self, name: str) -> bool:
         return name in self._server_side
+
+    def timeout_of(self, name: str) -> float:
+        """How long a call of ``name`` may run (0 for server-side and unknown names)."""
+        tool = self._tools.get(name)
+        return tool.timeout_s if tool is not None else 0.0
+
+    def follows_up(self, name: str) -> bool:
+        """Whether the model answers this call's output (unknown names too: their error is
+        worth an answer)."""
+        tool = self._tools.get(name)
+        return tool is None or tool.follow_up
 
     async def call(self, call: FunctionCall) -> str:
         """Run the tool; the result (or the error) as the ``output`` string. Never raises."""
