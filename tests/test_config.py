@@ -198,7 +198,7 @@ BAD = {
     "unknown section no match": (
         HEAD + "zzz: 1\n",
         "3: zzz: unknown section; valid sections: "
-        "realtime, audio, button, gpio, control, tools, logging",
+        "realtime, audio, button, gpio, control, tools, conversation, logging",
     ),
     "wrong type int": (
         HEAD + "  output_rate: fast\n",
@@ -322,12 +322,12 @@ BAD = {
     "top-level list": (
         "- realtime\n- logging\n",
         "1: the top level must be a mapping of sections "
-        "(realtime, audio, button, gpio, control, tools, logging)",
+        "(realtime, audio, button, gpio, control, tools, conversation, logging)",
     ),
     "top-level scalar": (
         "hello\n",
         "1: the top level must be a mapping of sections "
-        "(realtime, audio, button, gpio, control, tools, logging)",
+        "(realtime, audio, button, gpio, control, tools, conversation, logging)",
     ),
     "section not a mapping": ("realtime: 5\n", "1: realtime: expected a mapping of keys"),
     "section is a list": ("realtime:\n  - a\n", "1: realtime: expected a mapping of keys"),

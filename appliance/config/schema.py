@@ -312,6 +312,13 @@ class AudioConfig:
         default=3.0,
         metadata=meta(doc="How often a lost or failing device is tried again, s.", range=(0.5, 60)),
     )
+    echo_cancel: str = field(
+        default="auto",
+        metadata=meta(
+            doc="Acoustic echo cancellation of the mic: auto (on in hands_free), on, off.",
+            choices=("auto", "on", "off"),
+        ),
+    )
     playback_buffer_s: float = field(
         default=45.0,
         metadata=meta(doc="Most answer audio held for playback, s.", range=(5, 1800)),
@@ -570,6 +577,46 @@ class ToolsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VadConfig:
+    """The server's voice activity detection (hands-free turns)."""
+
+    threshold: float = field(
+        default=0.5, metadata=meta(doc="Speech detection threshold, 0 to 1.", range=(0, 1))
+    )
+    prefix_padding_ms: int = field(
+        default=300, metadata=meta(doc="Audio kept before speech starts, ms.", range=(0, 2000))
+    )
+    silence_duration_ms: int = field(
+        default=500,
+        metadata=meta(doc="Silence that ends a turn, ms.", range=(100, 5000)),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationConfig:
+    """Push-to-talk, or hands-free with the server finding the turns."""
+
+    mode: str = field(
+        default="push_to_talk",
+        metadata=meta(doc="push_to_talk or hands_free.", choices=("push_to_talk", "hands_free")),
+    )
+    follow_up_s: float = field(
+        default=0.0,
+        metadata=meta(
+            doc="Push-to-talk: after an answer, listen hands-free this long, s; 0: off.",
+            range=(0, 60),
+        ),
+    )
+    long_press_s: float = field(
+        default=2.0,
+        metadata=meta(
+            doc="Hands-free: a press this long ends the conversation, s.", range=(0.5, 10)
+        ),
+    )
+    vad: VadConfig = field(default_factory=VadConfig, metadata=meta(doc="Server VAD."))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole configuration. Sections are the dataclass-typed fields."""
 
@@ -585,6 +632,9 @@ class Config:
         default_factory=ControlConfig, metadata=meta(doc="The control socket.")
     )
     tools: ToolsConfig = field(default_factory=ToolsConfig, metadata=meta(doc="Tools."))
+    conversation: ConversationConfig = field(
+        default_factory=ConversationConfig, metadata=meta(doc="Conversation mode.")
+    )
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata=meta(doc="Logging."))
     path: Path = field(
         default=Path("config.yaml"),
