@@ -384,6 +384,7 @@ class LedConfig:
     speaking: LedPattern = _led("pulse", 0.8, 3.0, "The answer plays.")
     offline: LedPattern = _led("blink", 1.0, 2.0, "No connection; retrying.")
     error: LedPattern = _led("triple", 1.0, 2.0, "A fault to fix: key refused, no audio device.")
+    muted: LedPattern = _led("blink", 0.3, 4.0, "Hands-free, the microphone muted.")
 
 
 @dataclass(frozen=True, kw_only=True)
