@@ -21,7 +21,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev libspeexdsp1)
 # Test-only tools: espeak-ng speaks test questions, sox converts and measures audio;
 # systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service.
 APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux)

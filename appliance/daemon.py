@@ -22,11 +22,14 @@ import time
 from typing import Any
 
 from appliance.audio.capture import Capture
+from appliance.audio.echo import EchoCanceller
+from appliance.audio.echo_reference import ReferenceTap
 from appliance.audio.playback import Playback
 from appliance.config import ApiKey, Config, ConfigError, load_config
 from appliance.control.server import ControlServer
 from appliance.core import state_machine as sm
 from appliance.panel.select import open_panel
+from appliance.protocol import client_events as ce
 from appliance.realtime.link_events import AuthRejected, Disconnected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.service.journal import TranscriptLog
@@ -38,13 +41,35 @@ from appliance.turns import TurnShell
 log = logging.getLogger("appliance")
 
 
-def turn_rules(config: Config) -> sm.TurnRules:
+def turn_rules(config: Config, *, echo_cancelled: bool = False) -> sm.TurnRules:
+    conv = config.conversation
     return sm.TurnRules(
         mode=config.button.mode,
         min_press_ms=config.button.min_press_ms,
         max_listen_s=config.button.max_listen_s,
         answer_timeout_s=config.realtime.answer_timeout_s,
+        conversation=conv.mode,
+        follow_up_s=conv.follow_up_s,
+        long_press_s=conv.long_press_s,
+        voice_barge_in=echo_cancelled,
     )
+
+
+def server_vad(config: Config) -> ce.ServerVad:
+    """The server VAD of hands-free mode and of the follow-up window."""
+    vad = config.conversation.vad
+    return ce.ServerVad(
+        threshold=vad.threshold,
+        prefix_padding_ms=vad.prefix_padding_ms,
+        silence_duration_ms=vad.silence_duration_ms,
+        create_response=True,
+        interrupt_response=True,
+    )
+
+
+def listens_while_speaking(config: Config) -> bool:
+    """Hands-free or with a follow-up window: the box may hear itself while it speaks."""
+    return config.conversation.mode == "hands_free" or config.conversation.follow_up_s > 0
 
 
 class Appliance:
@@ -84,21 +109,55 @@ class Appliance:
 
     def _new_link(self) -> SessionSupervisor:
         settings = LinkSettings.from_config(self.config.realtime, self.api_key)
-        return SessionSupervisor(settings, build_registry(self.config, self))
+        hands_free = self.config.conversation.mode == "hands_free"
+        return SessionSupervisor(
+            settings,
+            build_registry(self.config, self),
+            turn_detection=server_vad(self.config) if hands_free else None,
+        )
+
+    def _echo_cancelled(self) -> bool:
+        """An echo canceller cleans the mic (so the box may listen while it speaks)."""
+        if self.config.audio.echo_cancel == "off":
+            return False
+        return getattr(self.capture, "echo", None) is not None  # Capture(echo=(canceller, tap))
+
+    def _rules(self) -> sm.TurnRules:
+        return turn_rules(self.config, echo_cancelled=self._echo_cancelled())
 
     def _audio_kwargs(self) -> dict[str, Any]:
         return {"pa_factory": self._pa_factory} if self._pa_factory else {}
 
+    def _wants_echo_cancel(self) -> bool:
+        """``audio.echo_cancel``: on, off, or auto (on when the mic listens while the box
+        speaks: hands-free, or a push-to-talk follow-up window)."""
+        setting = self.config.audio.echo_cancel
+        if setting != "auto":
+            return setting == "on"
+        conversation = self.config.conversation
+        return conversation.mode == "hands_free" or conversation.follow_up_s > 0
+
     def _new_audio(self) -> tuple[Capture, Playback]:
+        tap = echo = None
+        if self._wants_echo_cancel():
+            if EchoCanceller.available():
+                tap = ReferenceTap()
+                echo = (EchoCanceller(), tap)
+            else:
+                log.warning(
+                    "echo cancellation is unavailable (%s)", EchoCanceller.unavailable_reason()
+                )
         capture = Capture(
             self.config.audio,
             on_state=lambda s, e: self._audio_state("microphone", s, e),
+            echo=echo,
             **self._audio_kwargs(),
         )
         playback = Playback(
             self.config.audio,
             source_rate=self.config.realtime.output_rate,
             on_state=lambda s, e: self._audio_state("speaker", s, e),
+            tap=tap,
             **self._audio_kwargs(),
         )
         saved = state_file(self.config).volume()
@@ -149,14 +208,20 @@ class Appliance:
         self.link = self._new_link()
         self.panel = self._open_panel()
         self.shell = TurnShell(
-            sm.TurnMachine(turn_rules(self.config)),
+            sm.TurnMachine(self._rules()),
             self.link,
             self.playback,
             self.panel,
             self.transcripts,
             mic=self.capture,
             on_state=self._state_changed,
+            vad=server_vad(self.config),
         )
+        if listens_while_speaking(self.config) and not self.shell.machine.rules.voice_barge_in:
+            log.info(
+                "echo cancellation is off: the microphone is deaf while the box speaks "
+                "(no barge-in by voice; the button still interrupts)"
+            )
         self.panel.show(sm.State.STARTING)
         for where, error in self._audio_failed.items():
             self.shell.post(sm.AudioLost(f"{where}: {error}"))
@@ -257,9 +322,17 @@ class Appliance:
         if new.audio.volume != old.audio.volume:
             # The owner's new audio.volume replaces one set by voice, now and after a restart.
             state_file(new).save_volume(new.audio.volume)
-        if new.realtime != old.realtime or key != self.api_key or new.tools != old.tools:
+        if (
+            new.realtime != old.realtime
+            or key != self.api_key
+            or new.tools != old.tools
+            or new.conversation != old.conversation
+        ):
             self.api_key = key
             what = "realtime" if new.tools == old.tools else "tools"
+            what = "conversation" if new.conversation != old.conversation else what
+            self.shell.machine.rules = self._rules()  # the new session settles by them
+            self.shell.vad = server_vad(new)
             log.info("reload: the %s settings changed; opening a new session", what)
             old_link, self.link = self.link, self._new_link()
             self.shell.link = self.link
@@ -277,7 +350,7 @@ class Appliance:
                 self.capture, self.playback = self._new_audio()
                 self.shell.playback = self.playback
                 self.shell.mic = self.capture
-                self.capture.listen(self.shell.machine.state is sm.State.LISTENING)
+                self.capture.listen(self.shell.sending)
                 await self.capture.start()
                 await self.playback.start()
                 self._spawn(self._pump_mic(self.capture))
@@ -286,7 +359,7 @@ class Appliance:
             self.panel = self._open_panel()
             self.shell.panel = self.panel
             self.panel.show(self.shell.machine.state)
-        self.shell.machine.rules = turn_rules(new)
+        self.shell.machine.rules = self._rules()
         self.transcripts.enabled = new.logging.transcripts
         logging.getLogger().setLevel(new.logging.level.upper())
         log.info("reloaded %s", new.path)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from appliance.core import state_machine as sm
+from appliance.protocol import client_events as ce
 from appliance.protocol import server_events as ev
 from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
 from appliance.realtime.session import NotConnected
@@ -28,6 +29,12 @@ log = logging.getLogger("appliance.turns")
 MIN_COMMIT_MS = 100  # the API rejects shorter commits; the box never sends them
 INPUT_BYTES_PER_MS = 48  # 24 kHz PCM16 mono
 WORKING_AFTER_S = 1.0  # a tool still running after this long gets the "working" earcon
+TIMER_EVENTS: dict[str, Callable[[], sm.Event]] = {
+    "listen": sm.ListenTimeout,
+    "answer": sm.AnswerTimeout,
+    "long_press": sm.LongPress,
+    "follow_up": sm.FollowUpTimeout,
+}
 
 
 @dataclass
@@ -79,6 +86,7 @@ class TurnShell:
         *,
         mic: Any = None,
         on_state: Callable[[sm.State], None] | None = None,
+        vad: ce.ServerVad | None = None,
     ) -> None:
         self.machine = machine
         self.link = link
@@ -86,6 +94,7 @@ class TurnShell:
         self.panel = panel
         self.transcripts = transcripts
         self.on_state = on_state
+        self.vad = vad or ce.ServerVad()  # a follow-up window's turn detection
         self.mic = mic  # the Capture: listens only during a turn (listen(True/False))
         if mic is not None:
             mic.listen(False)
@@ -145,17 +154,24 @@ class TurnShell:
             pass
         return self.last_turn
 
+    @property
+    def sending(self) -> bool:
+        """The mic streams to the API (a push-to-talk turn, or the server's VAD listening)."""
+        return self._sending
+
     async def on_mic_chunk(self, pcm: bytes) -> None:
-        """24 kHz mono PCM16 from the capture; sent only while listening (half duplex)."""
-        if not self._sending or self.turn is None:
+        """24 kHz mono PCM16 from the capture; sent only while the machine says so."""
+        if not self._sending:
             return
         try:
             await self.link.append_audio(pcm)
         except NotConnected as exc:
-            self._mic(False)
-            await self.handle(sm.TurnFailed(str(exc)))
-            return
-        self.turn.audio_in_ms += len(pcm) // INPUT_BYTES_PER_MS
+            if self.machine.state is sm.State.LISTENING:
+                self._mic(False)
+                await self.handle(sm.TurnFailed(str(exc)))
+            return  # server VAD: the link reports the loss itself (SessionDown)
+        if self.turn is not None:
+            self.turn.audio_in_ms += len(pcm) // INPUT_BYTES_PER_MS
 
     async def on_link_event(self, event: Any) -> None:
         match event:
@@ -169,6 +185,12 @@ class TurnShell:
                 await self.handle(sm.AuthFailed(reason))
             case ev.InputTranscript(transcript=text):
                 self._user_said(text)
+            case ev.SpeechStarted():
+                await self.handle(sm.SpeechStarted())
+            case ev.SpeechStopped() | ev.InputCommitted():
+                await self.handle(sm.SpeechStopped())
+                if self.turn is not None and self.turn.released_at is None:
+                    self.turn.released_at = time.monotonic()  # the latency counts from here
             case ev.ResponseCreated(response_id=rid):
                 if self._drop_next_response:
                     self._drop_next_response = False
@@ -321,14 +343,25 @@ class TurnShell:
                     self.on_state(state)
             case sm.StartTimer(name=name, seconds=seconds):
                 self._cancel_timer(name)
-                event = sm.ListenTimeout() if name == "listen" else sm.AnswerTimeout()
                 self._timers[name] = asyncio.get_running_loop().call_later(
-                    seconds, self.post, event
+                    seconds, self.post, TIMER_EVENTS[name]()
                 )
             case sm.CancelTimer(name=name):
                 self._cancel_timer(name)
             case sm.TurnEnded(result=result):
                 self._end_turn(result)
+            case sm.OpenMic():
+                self._mic(True)
+            case sm.CloseMic():
+                self._mic(False)
+            case sm.BeginTurn():
+                self._begin_turn()
+            case sm.DropResponse():
+                if self._response_id:  # its late audio is dropped; the server cancels it
+                    self._dropped_responses.append(self._response_id)
+                self._response_id = None
+            case sm.SetTurnDetection(server_vad=on):
+                await self.link.set_turn_detection(self.vad if on else None)
 
     def _cancel_timer(self, name: str) -> None:
         handle = self._timers.pop(name, None)
@@ -341,12 +374,15 @@ class TurnShell:
             self.mic.listen(on)
 
     def _start_turn(self) -> None:
+        self._begin_turn()
+        self._mic(True)
+
+    def _begin_turn(self) -> None:
         self._tool_calls_seen.clear()
         self.counters.turns += 1
         self.turn = TurnRecord(self.counters.turns, session_id=self.link.session_id)
         self.link.begin_turn()
         self._answer_items.clear()
-        self._mic(True)
 
     async def _commit(self) -> None:
         turn = self.turn
@@ -393,7 +429,6 @@ class TurnShell:
     def _end_turn(self, result: str) -> None:
         self._cancel_working()
         turn, self.turn = self.turn, None
-        self._mic(False)
         self.link.end_turn()
         if turn is None:
             return

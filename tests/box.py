@@ -69,6 +69,7 @@ class PacedBox:
         extra_config: str = "",
         *,
         sounds: bool = True,
+        echo_cancel: str = "auto",
     ) -> None:
         self.dir = tmp
         self.socket = str(tmp / "control.sock")
@@ -88,6 +89,7 @@ class PacedBox:
             "  volume: 1.0\n"
             "  retry_s: 0.5\n"
             f"  sounds: {'true' if sounds else 'false'}\n"
+            f"  echo_cancel: {echo_cancel}\n"
             "gpio:\n"
             "  enabled: false\n"
             "control:\n"

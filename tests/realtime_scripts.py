@@ -275,7 +275,7 @@ async def play_response(conn: Any, resp: ResponseState, answer: Answer) -> None:
             conn.response = None
 
 
-async def cancel_response(conn: Any, resp: ResponseState) -> None:
+async def cancel_response(conn: Any, resp: ResponseState, reason: str = "client_cancelled") -> None:
     """Stop the response task and send what a cancelled response still sends."""
     if conn.response is resp:
         conn.response = None
@@ -286,7 +286,7 @@ async def cancel_response(conn: Any, resp: ResponseState) -> None:
         await emit_response(conn, resp, "in_progress", "response.created")
     if resp.current is not None:
         await finish_item(conn, resp.current, "incomplete")
-    details = {"type": "cancelled", "reason": "client_cancelled"}
+    details = {"type": "cancelled", "reason": reason}
     await emit_response(conn, resp, "cancelled", details=details)
 
 

@@ -9,6 +9,12 @@ An aiohttp WebSocket server on 127.0.0.1 with a random free port. See
 
 The test scripts a scenario through `answers`, `user_transcripts` and the fault methods, then
 checks what the client did through the recordings (`connections`, `received`, ...).
+
+Server VAD is simulated once a client's session.update sets `turn_detection` to server_vad (the
+default session's VAD is not, so scripted push-to-talk tests need not turn it off): an energy
+detector over the appended audio sends `speech_started`/`speech_stopped`, commits by itself and,
+with `create_response`, plays the next scripted answer; with `interrupt_response`, speech during
+a response cancels it (`response.done` cancelled, reason turn_detected).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 try:  # importable both as `tests.realtime_server` and as a top-level module
@@ -60,6 +67,8 @@ PATH = "/v1/realtime/openai"
 MODEL = "gpt://test-folder/speech-realtime-250923"
 INPUT_RATE = 24000
 MIN_COMMIT_BYTES = INPUT_RATE * 2 // 10  # 100 ms of PCM16 mono at 24 kHz
+VAD_FRAME_MS = 10
+VAD_LEVEL = 0.02  # server VAD: a frame is speech if its RMS (full scale 1) > threshold x this
 _MODEL_RE = re.compile(r"^gpt://[^/]+/\S+$")
 
 
@@ -98,6 +107,12 @@ class _Conn:
         self.close_task: asyncio.Task[None] | None = None
         self.closed_with: int | None = None  # the code of a close the server started
         self.timer: asyncio.Task[None] | None = None
+        # Server VAD (when the session's turn_detection is server_vad).
+        self.vad_rest = bytearray()  # appended audio not yet cut into frames
+        self.vad_ms = 0  # audio appended so far, ms
+        self.vad_item: str | None = None  # the user item of the speech being heard
+        self.vad_quiet_ms = 0
+        self.vad_chosen = False  # the client set turn_detection (the default is not simulated)
 
     @property
     def last_item_id(self) -> str | None:
@@ -491,6 +506,11 @@ class RealtimeTestServer:
             await conn.error("missing_required_parameter", "session is required", "session", event)
             return
         session = conn.record.session
+        audio_in = (
+            update.get("audio", {}).get("input") if isinstance(update.get("audio"), dict) else None
+        )
+        if isinstance(audio_in, dict) and "turn_detection" in audio_in:
+            conn.vad_chosen = True
         rs.deep_merge(session, {k: v for k, v in update.items() if k not in ("id", "object")})
         # The server's output rate wins: the client must read it from session.updated.
         if not isinstance(session.get("audio"), dict):
@@ -510,6 +530,51 @@ class RealtimeTestServer:
             await conn.error("invalid_base64", "audio is not valid base64", "audio", event)
             return
         conn.buffer += raw
+        audio_input = conn.record.session.get("audio", {}).get("input", {})
+        vad = audio_input.get("turn_detection") if isinstance(audio_input, dict) else None
+        if conn.vad_chosen and isinstance(vad, dict) and vad.get("type") == "server_vad":
+            await self._vad(conn, raw, vad)
+
+    async def _vad(self, conn: _Conn, raw: bytes, vad: dict[str, Any]) -> None:
+        """Server VAD, by energy: speech_started when a frame is loud, speech_stopped after
+        silence_duration_ms of quiet, then the commit and (create_response) the next answer;
+        with interrupt_response, speech during a response cancels it (turn_detected)."""
+        frame_bytes = INPUT_RATE * 2 * VAD_FRAME_MS // 1000
+        level = float(vad.get("threshold") or 0.5) * VAD_LEVEL * 32768
+        padding_ms = int(vad.get("prefix_padding_ms") or 0)
+        silence_ms = int(vad.get("silence_duration_ms") or 500)
+        conn.vad_rest += raw
+        while len(conn.vad_rest) >= frame_bytes:
+            frame = np.frombuffer(bytes(conn.vad_rest[:frame_bytes]), dtype="<i2")
+            del conn.vad_rest[:frame_bytes]
+            conn.vad_ms += VAD_FRAME_MS
+            loud = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2))) > level
+            if conn.vad_item is None:
+                if not loud:
+                    continue
+                conn.vad_item, conn.vad_quiet_ms = self.new_id("item"), 0
+                start_ms = max(0, conn.vad_ms - VAD_FRAME_MS - padding_ms)
+                await conn.emit(
+                    "input_audio_buffer.speech_started",
+                    item_id=conn.vad_item,
+                    audio_start_ms=start_ms,
+                )
+                if vad.get("interrupt_response") and conn.response is not None:
+                    await rs.cancel_response(conn, conn.response, "turn_detected")
+                continue
+            conn.vad_quiet_ms = 0 if loud else conn.vad_quiet_ms + VAD_FRAME_MS
+            if conn.vad_quiet_ms < silence_ms:
+                continue
+            item_id, conn.vad_item = conn.vad_item, None
+            await conn.emit(
+                "input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=conn.vad_ms
+            )
+            await self._commit_buffer(conn, item_id)
+            if vad.get("create_response", True) and conn.response is None:
+                self._start_response(conn)
+        if conn.vad_item is None:  # between utterances only the prefix padding is kept
+            keep = INPUT_RATE * 2 * padding_ms // 1000
+            del conn.buffer[: max(0, len(conn.buffer) - keep)]
 
     async def _on_commit(self, conn: _Conn, event: dict[str, Any]) -> None:
         ms = len(conn.buffer) * 1000 / (2 * INPUT_RATE)
@@ -520,13 +585,17 @@ class RealtimeTestServer:
             )
             await conn.error("input_audio_buffer_commit_empty", message, event=event)
             return
+        await self._commit_buffer(conn)
+
+    async def _commit_buffer(self, conn: _Conn, item_id: str | None = None) -> None:
+        ms = len(conn.buffer) * 1000 / (2 * INPUT_RATE)
         audio = bytes(conn.buffer)
         conn.buffer.clear()
         self.committed_audio.append(audio)
         transcript = (
             self.user_transcripts.popleft() if self.user_transcripts else f"user audio {ms:.0f} ms"
         )
-        item_id = self.new_id("item")
+        item_id = item_id or self.new_id("item")
         previous = conn.last_item_id
         item = rs.user_audio_item(item_id)
         conn.items[item_id] = item
@@ -618,6 +687,9 @@ class RealtimeTestServer:
             )
             await conn.error("conversation_already_has_active_response", message, event=event)
             return
+        self._start_response(conn)
+
+    def _start_response(self, conn: _Conn) -> None:
         answer = self.answers.popleft() if self.answers else self.default_answer
         resp = rs.ResponseState(self.new_id("resp"))
         conn.response = resp

@@ -725,3 +725,15 @@ def test_webhook_lists_are_checked_as_a_whole(tmp_path, webhooks, message):
     with pytest.raises(ConfigError) as err:
         load_config(path, environ={})
     assert str(err.value) == f"{path}:{message}"
+
+
+@pytest.mark.parametrize("word", ["on", "off"])
+def test_bare_on_and_off_are_words_where_they_are_choices(tmp_path, word):
+    """YAML 1.1 reads a bare ``off`` as false; echo_cancel's choices include the word."""
+    config = load_config(write(tmp_path, MINIMAL + f"audio:\n  echo_cancel: {word}\n"), {})
+    assert config.audio.echo_cancel == word
+
+
+def test_a_boolean_is_still_no_word_elsewhere(tmp_path):
+    with pytest.raises(ConfigError, match=r"realtime.voice: expected a string \(got false\)"):
+        load_config(write(tmp_path, MINIMAL.replace("api_key", "voice: off\n  api_key")), {})

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.config.schema import ButtonConfig, GpioConfig, LedConfig, LedPattern
-from appliance.core.state_machine import ButtonDown, ButtonUp, State
+from appliance.core.state_machine import ButtonDown, ButtonUp, State, led_look
 from appliance.panel.button import ButtonPanel
 from appliance.panel.debounce import Debouncer
 from appliance.panel.led import LedPanel
@@ -184,7 +184,7 @@ def test_levels_triple_is_three_flashes_then_dark(period_s):
 def test_levels_every_default_state_pattern():
     config = LedConfig()
     for state in State:
-        cycle = levels(getattr(config, state.value))
+        cycle = levels(getattr(config, led_look(state).value))
         assert cycle and all(0.0 <= v <= 1.0 for v in cycle)
 
 

@@ -139,8 +139,12 @@ class Capture:
         channels: int | None = None,
         ring_s: float = 2.0,
         stall_s: float = 1.0,
+        echo: tuple[Any, Any] | None = None,
     ) -> None:
         self.config = config
+        # echo cancellation: (EchoCanceller, ReferenceTap) applied in chunks(), or None
+        self.echo = echo
+        self.input_latency_s = 0.0
         self._loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]  # set by start
         self._pa_factory = pa_factory
         self._owns_pa = owns_pa
@@ -288,6 +292,8 @@ class Capture:
                 if len(frames) == 0:
                     break
                 out = active.resampler.process(to_mono(frames))
+                if self.echo is not None and len(out):  # echo cancellation
+                    out = self._cancel_echo(active, out)
                 # Everything the resampler gives is sent at once, in pieces of at most a
                 # period: holding back a short remainder to make equal chunks would add a whole
                 # period of latency whenever the resampler gives a few samples less than one.
@@ -299,6 +305,16 @@ class Capture:
                         break
             if not self._stopped:
                 await event.wait()
+
+    def _cancel_echo(self, active: _Stream, out: np.ndarray) -> np.ndarray:
+        """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.
+
+        The chunk's last sample reached the callback about when the newest frame in the ring
+        did, less what is still waiting in the ring (at the device rate)."""
+        canceller, tap = self.echo  # type: ignore[misc]
+        delivered_at = active.last_callback - len(active.ring) / active.rate
+        tap.set_input_latency(self.input_latency_s)
+        return canceller.process(out, tap.read(len(out), delivered_at))
 
     # --- the supervisor ---------------------------------------------------------------------
 
@@ -429,6 +445,8 @@ class Capture:
                     )
                     active.opened_at = time.monotonic()
                     active.stream.start_stream()
+                    with contextlib.suppress(Exception):  # echo cancellation
+                        self.input_latency_s = float(active.stream.get_input_latency())
             except OSError as exc:
                 if active.stream is not None:
                     with contextlib.suppress(Exception):

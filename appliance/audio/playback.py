@@ -141,9 +141,12 @@ class Playback:
         source_rate: int = 44100,
         pa_factory: Callable[[], Any] | None = None,
         on_state: StateCallback | None = None,
+        tap: Any = None,
     ) -> None:
         self.config = config
         self.source_rate = int(source_rate)
+        # echo cancellation: an optional ReferenceTap fed with every frame handed to the device
+        self._tap = tap
         self._pa_factory = pa_factory
         self._on_state = on_state
         self.state = "stopped"
@@ -332,6 +335,8 @@ class Playback:
             self.latency_s = float(opened.stream.get_output_latency())
         except Exception:
             self.latency_s = 0.0
+        if self._tap is not None:  # echo cancellation
+            self._tap.open(rate, self.latency_s)
 
     async def _close(self, *, lost: bool) -> None:
         opened, self._opened = self._opened, None
@@ -422,6 +427,8 @@ class Playback:
                 np.multiply(out[:n], np.float32(gain), out=f, dtype=np.float32)
                 np.rint(f, out=f)
                 out[:n] = f
+            if self._tap is not None:  # echo cancellation: a copy into its ring, never blocks
+                self._tap.feed(out)
             return out.tobytes(), _PA_CONTINUE
         except Exception:
             self.callback_errors += 1

@@ -283,6 +283,11 @@ class _Walker:
             raise self.error(line, dotted, f"{expected} (unreadable {node.tag} value)") from None
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        choices = meta.get("choices")
+        if tp is str and isinstance(value, bool) and choices and node.value in choices:
+            # YAML 1.1 reads a bare on/off/yes/no as a boolean; where those words are the
+            # setting's own choices (echo_cancel: off), the owner meant the word.
+            value = node.value
         if not isinstance(value, str if secret else tp) or (tp is int and isinstance(value, bool)):
             raise self.error(
                 line, dotted, expected if secret else f"{expected} (got {self.describe(node)})"
@@ -297,7 +302,6 @@ class _Walker:
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
             lo, hi = show(bounds[0]), show(bounds[1])
             raise self.error(line, dotted, f"must be between {lo} and {hi} (got {show(value)})")
-        choices = meta.get("choices")
         if choices is not None and value not in choices:
             listed = ", ".join(str(c) for c in choices)
             raise self.error(line, dotted, f"must be one of {listed} (got {show(value)})")

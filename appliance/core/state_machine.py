@@ -14,6 +14,20 @@ States, as the owner sees them on the LED:
 - ``speaking``: the answer plays.
 - ``offline``: no Realtime session (retrying); a press plays "not connected".
 - ``error``: a fault the owner must fix: the key was refused, or no audio device.
+- ``conversing``: hands-free (``conversation.mode: hands_free``): the mic streams and the
+  server's VAD finds the turns (``SpeechStarted``/``SpeechStopped``); the server commits and
+  answers by itself. A short press mutes, a long press (``LongPress``) ends the conversation.
+- ``muted``: hands-free, the mic not sent; a short press unmutes.
+- ``follow_up``: push-to-talk with ``conversation.follow_up_s``: after an answer has played the
+  session is switched to server VAD and the box listens hands-free for that long
+  (``FollowUpTimeout`` ends the window: back to push-to-talk and idle).
+
+``thinking`` and ``speaking`` serve both kinds of turn. A turn found by the server's VAD (hands
+free, or one a follow-up window started) may be interrupted by voice: ``SpeechStarted`` while
+the box speaks flushes the speaker and drops the rest of that response (the server cancels it
+itself: ``interrupt_response``). Unless ``voice_barge_in`` (an echo canceller runs), the mic is
+deaf while the box speaks. The LED of ``conversing`` and ``follow_up`` is the listening one
+(:func:`led_look`).
 """
 
 from __future__ import annotations
@@ -30,6 +44,17 @@ class State(Enum):
     SPEAKING = "speaking"
     OFFLINE = "offline"
     ERROR = "error"
+    CONVERSING = "conversing"
+    MUTED = "muted"
+    FOLLOW_UP = "follow_up"
+
+
+_LOOKS = {State.CONVERSING: State.LISTENING, State.FOLLOW_UP: State.LISTENING}
+
+
+def led_look(state: State) -> State:
+    """The state whose LED pattern ``state`` shows (``gpio.led.<look>``)."""
+    return _LOOKS.get(state, state)
 
 
 # ---- events (what happened) ---------------------------------------------------------------
@@ -104,6 +129,27 @@ class TurnFailed:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class SpeechStarted:
+    """Server VAD: the owner started speaking (``input_audio_buffer.speech_started``)."""
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    """Server VAD: the owner stopped (``speech_stopped``, or the server's ``committed``);
+    the server commits and answers by itself."""
+
+
+@dataclass(frozen=True)
+class LongPress:
+    """The button has been held ``long_press_s`` (the "long_press" timer)."""
+
+
+@dataclass(frozen=True)
+class FollowUpTimeout:
+    """The follow-up window passed in silence (the "follow_up" timer)."""
+
+
 Event = (
     ButtonDown
     | ButtonUp
@@ -118,6 +164,10 @@ Event = (
     | ListenTimeout
     | AnswerTimeout
     | TurnFailed
+    | SpeechStarted
+    | SpeechStopped
+    | LongPress
+    | FollowUpTimeout
 )
 
 # ---- effects (what to do) -----------------------------------------------------------------
@@ -175,6 +225,34 @@ class CancelTimer:
 
 
 @dataclass(frozen=True)
+class OpenMic:
+    """Stream the mic for the server's VAD (no turn yet: the server finds the turns)."""
+
+
+@dataclass(frozen=True)
+class CloseMic:
+    """Stop streaming the mic (muted, deaf while the box speaks, conversation over)."""
+
+
+@dataclass(frozen=True)
+class BeginTurn:
+    """The server's VAD heard the owner start a turn: count it and keep its figures."""
+
+
+@dataclass(frozen=True)
+class DropResponse:
+    """Drop the rest of the running response (its late audio, by id) without cancelling it:
+    the server cancels it itself (``interrupt_response``)."""
+
+
+@dataclass(frozen=True)
+class SetTurnDetection:
+    """Switch the session's turn detection: server VAD (True) or push-to-talk (None)."""
+
+    server_vad: bool
+
+
+@dataclass(frozen=True)
 class TurnEnded:
     """A turn is over; ``result`` is answered | cancelled | failed | timeout | too_short."""
 
@@ -193,6 +271,11 @@ Effect = (
     | StartTimer
     | CancelTimer
     | TurnEnded
+    | OpenMic
+    | CloseMic
+    | BeginTurn
+    | DropResponse
+    | SetTurnDetection
 )
 
 
@@ -202,6 +285,13 @@ class TurnRules:
     min_press_ms: int = 150
     max_listen_s: float = 30.0
     answer_timeout_s: float = 15.0
+    conversation: str = "push_to_talk"  # push_to_talk | hands_free
+    follow_up_s: float = 0.0  # push-to-talk: listen hands-free this long after an answer
+    long_press_s: float = 2.0  # hands-free: a press this long ends the conversation
+    voice_barge_in: bool = False  # an echo canceller runs: the mic stays on while speaking
+
+
+_RESTING = (State.STARTING, State.IDLE, State.OFFLINE, State.ERROR, State.CONVERSING, State.MUTED)
 
 
 @dataclass
@@ -215,25 +305,69 @@ class TurnMachine:
     audio_lost: bool = False
     response_running: bool = False
     pressed_at: float | None = None
+    conversation_on: bool = True  # hands-free: the conversation is on (a long press ends it)
+    muted: bool = False  # hands-free: the owner muted the mic
+    follow_up: bool = False  # push-to-talk: in a follow-up window, or a turn it started
+    hearing: bool = False  # the server's VAD began a turn that is not sent yet (BeginTurn done)
+    streaming: bool = False  # the mic streams for the server's VAD (OpenMic done)
+    server_vad: bool = False  # push-to-talk: the session was switched to server VAD
 
     def handle(self, event: Event) -> list[Effect]:
         """Apply one event; returns the effects, in the order they must be carried out."""
         before = self.state
         effects = self._dispatch(event)
+        if self.state not in (State.FOLLOW_UP, State.THINKING, State.SPEAKING):
+            self.follow_up = False
+        effects = [*self._turn_detection(), *effects, *self._stream()]
         if self.state is not before:
             effects.append(SetLed(self.state))
         return effects
 
     # ---- the resting state, from the facts ---------------------------------------------
 
+    @property
+    def hands_free(self) -> bool:
+        return self.rules.conversation == "hands_free"
+
+    @property
+    def by_voice(self) -> bool:
+        """The server's VAD finds the turns now: hands-free, or a push-to-talk follow-up."""
+        return self.hands_free or self.follow_up
+
     def _rest(self) -> State:
         if self.auth_failed or self.audio_lost:
             return State.ERROR
-        return State.IDLE if self.connected else State.OFFLINE
+        if not self.connected:
+            return State.OFFLINE
+        if self.hands_free and self.conversation_on:
+            return State.MUTED if self.muted else State.CONVERSING
+        return State.IDLE
 
     @property
     def in_turn(self) -> bool:
         return self.state in (State.LISTENING, State.THINKING, State.SPEAKING)
+
+    def _turn_detection(self) -> list[Effect]:
+        """Push-to-talk: server VAD exactly while a follow-up window (or its turn) lasts."""
+        if self.hands_free or self.follow_up == self.server_vad:
+            return []  # hands-free sessions are opened with server VAD and keep it
+        self.server_vad = self.follow_up
+        return [SetTurnDetection(self.server_vad)]
+
+    def _stream(self) -> list[Effect]:
+        state = self.state
+        if state in (State.CONVERSING, State.FOLLOW_UP):
+            want = True
+        elif state is State.THINKING and self.by_voice:
+            want = not self.muted
+        elif state is State.SPEAKING and self.by_voice:
+            want = self.rules.voice_barge_in and not self.muted  # else deaf: it would hear itself
+        else:
+            want = False
+        if want == self.streaming:
+            return []
+        self.streaming = want
+        return [OpenMic() if want else CloseMic()]
 
     # ---- transitions -------------------------------------------------------------------
 
@@ -241,7 +375,7 @@ class TurnMachine:
         match event:
             case SessionUp():
                 self.connected, self.auth_failed = True, False
-                return self._settle() if not self.in_turn else []
+                return self._settle() if self.state in _RESTING else []
             case SessionDown():
                 self.connected = False
                 return self._abort_turn("failed", "not_connected")
@@ -253,12 +387,27 @@ class TurnMachine:
                 return self._abort_turn("failed", "error")
             case AudioBack():
                 self.audio_lost = False
-                return self._settle() if not self.in_turn else []
+                return self._settle() if self.state in _RESTING else []
             case ButtonDown(at=at):
                 return self._press(at)
             case ButtonUp(at=at):
+                if self.hands_free:
+                    return self._hands_free_release(at)
                 if self.state is State.LISTENING and self.rules.mode == "hold":
                     return self._end_listening(at)
+                return []
+            case LongPress():
+                if self.hands_free and self.pressed_at is not None:
+                    self.pressed_at = None  # the release that follows is no press
+                    return self._end_conversation()
+                return []
+            case SpeechStarted():
+                return self._speech_started()
+            case SpeechStopped():
+                return self._speech_stopped()
+            case FollowUpTimeout():
+                if self.state is State.FOLLOW_UP and not self.hearing:
+                    self.state = self._rest()
                 return []
             case ListenTimeout():
                 if self.state is State.LISTENING:
@@ -273,7 +422,7 @@ class TurnMachine:
                 return self._response_finished(status)
             case PlaybackDrained():
                 if self.state is State.SPEAKING and not self.response_running:
-                    return self._finish("answered")
+                    return self._answered()
                 return []
             case AnswerTimeout():
                 if self.state is State.THINKING:
@@ -301,6 +450,14 @@ class TurnMachine:
             return [PlayEarcon("not_connected")]
         if state is State.ERROR:
             return [PlayEarcon("error")]
+        if self.hands_free:
+            if state is State.IDLE:  # a new conversation
+                self.conversation_on, self.muted = True, False
+                self.state = self._rest()
+                return []
+            # Short: mute or unmute (on the release); held long_press_s: end the conversation.
+            self.pressed_at = at
+            return [StartTimer("long_press", self.rules.long_press_s)]
         effects: list[Effect] = []
         if state is State.SPEAKING:  # barge-in: silence first, then stop generation
             effects.append(FlushPlayback())
@@ -309,7 +466,12 @@ class TurnMachine:
             effects.append(TurnEnded("cancelled"))
         elif state is State.THINKING:
             effects += [CancelResponse(), CancelTimer("answer"), TurnEnded("cancelled")]
-        self.response_running = False
+        elif state is State.FOLLOW_UP:
+            effects.append(CancelTimer("follow_up"))
+            if self.hearing:
+                effects.append(TurnEnded("cancelled"))
+        self.response_running = self.hearing = self.follow_up = False
+        self.streaming = False  # StartMic takes the mic over
         self.pressed_at = at
         self.state = State.LISTENING
         return [
@@ -318,6 +480,76 @@ class TurnMachine:
             PlayEarcon("listening"),
             StartTimer("listen", self.rules.max_listen_s),
         ]
+
+    def _hands_free_release(self, at: float) -> list[Effect]:
+        if self.pressed_at is None:
+            return []
+        held_s, self.pressed_at = at - self.pressed_at, None
+        effects: list[Effect] = [CancelTimer("long_press")]
+        if held_s >= self.rules.long_press_s:  # the release beat the timer
+            return [*effects, *self._end_conversation()]
+        self.muted = not self.muted
+        if self.state in (State.CONVERSING, State.MUTED):
+            if self.hearing:
+                effects.append(TurnEnded("cancelled"))
+                self.hearing = False
+            self.state = self._rest()
+        return effects  # thinking/speaking: the answer goes on; the mic follows ``muted``
+
+    def _end_conversation(self) -> list[Effect]:
+        state = self.state
+        if state not in (State.CONVERSING, State.MUTED, State.THINKING, State.SPEAKING):
+            return []
+        effects: list[Effect] = []
+        if state is State.THINKING:
+            effects += [CancelResponse(), CancelTimer("answer"), TurnEnded("cancelled")]
+        elif state is State.SPEAKING:
+            effects.append(FlushPlayback())
+            if self.response_running:
+                effects.append(CancelResponse())
+            effects.append(TurnEnded("cancelled"))
+        elif self.hearing:
+            effects.append(TurnEnded("cancelled"))
+        self.conversation_on = self.muted = self.hearing = self.response_running = False
+        self.state = self._rest()
+        return effects
+
+    def _speech_started(self) -> list[Effect]:
+        state = self.state
+        if state is State.CONVERSING or state is State.FOLLOW_UP:
+            if self.hearing:
+                return []
+            self.hearing = True
+            effects: list[Effect] = [CancelTimer("follow_up")] if state is State.FOLLOW_UP else []
+            return [*effects, BeginTurn()]
+        if state not in (State.THINKING, State.SPEAKING) or not self.by_voice:
+            return []
+        # The owner speaks over the answer (or before it): the server cancels the response
+        # by itself; the box silences it, truncates what was heard and drops its late audio.
+        if state is State.SPEAKING:
+            effects = [FlushPlayback()]
+            if self.response_running:
+                effects.append(DropResponse())
+        else:
+            effects = [DropResponse(), CancelTimer("answer")]
+        self.response_running = False
+        self.hearing = True
+        self.state = State.CONVERSING if self.hands_free else State.FOLLOW_UP
+        return [*effects, TurnEnded("cancelled"), BeginTurn()]
+
+    def _speech_stopped(self) -> list[Effect]:
+        state = self.state
+        if state is not State.CONVERSING and state is not State.FOLLOW_UP:
+            return []
+        effects: list[Effect] = []
+        if not self.hearing:  # no speech_started came: the turn starts here
+            if state is State.FOLLOW_UP:
+                effects.append(CancelTimer("follow_up"))
+            effects.append(BeginTurn())
+        self.hearing = False
+        self.response_running = True
+        self.state = State.THINKING
+        return [*effects, StartTimer("answer", self.rules.answer_timeout_s)]
 
     def _end_listening(self, at: float | None) -> list[Effect]:
         held_ms = None if at is None or self.pressed_at is None else (at - self.pressed_at) * 1000
@@ -349,11 +581,19 @@ class TurnMachine:
                 return [*effects, PlayEarcon("error"), *self._finish("failed")]
             result = "cancelled" if status == "cancelled" else "answered"
             return [*effects, *self._finish(result)]
-        if self.state is State.SPEAKING and status == "failed":
-            return []  # play what came; the drain ends the turn
-        return []
+        return []  # speaking: play what came; the drain ends the turn
+
+    def _answered(self) -> list[Effect]:
+        """The answer has played: rest, or (push-to-talk) open the follow-up window."""
+        effects = self._finish("answered")
+        if not self.hands_free and self.rules.follow_up_s > 0 and self.state is State.IDLE:
+            self.state = State.FOLLOW_UP
+            self.follow_up = True
+            effects.append(StartTimer("follow_up", self.rules.follow_up_s))
+        return effects
 
     def _finish(self, result: str) -> list[Effect]:
+        self.hearing = False
         self.state = self._rest()
         return [TurnEnded(result)]
 
@@ -367,9 +607,11 @@ class TurnMachine:
             effects += [CancelTimer("answer")]
         elif state is State.SPEAKING:
             effects += [FlushPlayback()]
-        if self.in_turn:
+        elif state is State.FOLLOW_UP:
+            effects += [CancelTimer("follow_up")]
+        if self.in_turn or self.hearing:
             effects += [PlayEarcon(earcon), TurnEnded(result)]
-        self.response_running = False
+        self.response_running = self.hearing = False
         self.pressed_at = None
         self.state = self._rest()
         return effects

@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from appliance.config.schema import LedConfig, LedPattern
-from appliance.core.state_machine import State
+from appliance.core.state_machine import State, led_look
 from appliance.panel.led_patterns import levels
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,10 @@ class LedPanel:
         self._failed = False
 
     def pattern_of(self, state: State) -> LedPattern:
-        return getattr(self.patterns, state.value)
+        # conversing and follow_up look like listening; a config without ``muted`` (older
+        # schema) shows the offline pattern for it.
+        look = led_look(state).value
+        return getattr(self.patterns, look, None) or self.patterns.offline
 
     def show(self, state: State) -> None:
         """Show ``state``'s pattern; the same pattern again is left running as it is."""

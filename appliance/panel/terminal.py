@@ -50,6 +50,9 @@ SYMBOLS = {
     State.SPEAKING: ("♪", ">"),
     State.OFFLINE: ("✕", "x"),
     State.ERROR: ("⚠", "!"),
+    State.CONVERSING: ("●", "*"),
+    State.MUTED: ("◍", "m"),
+    State.FOLLOW_UP: ("●", "*"),
 }
 
 HINTS = {
@@ -60,6 +63,9 @@ HINTS = {
     State.SPEAKING: "press to interrupt",
     State.OFFLINE: "not connected; retrying",
     State.ERROR: "a fault to fix: see the log",
+    State.CONVERSING: "just speak; press to mute, hold to end the conversation",
+    State.MUTED: "muted; press to unmute, hold to end the conversation",
+    State.FOLLOW_UP: "ask a follow-up question, or press to talk",
 }
 
 

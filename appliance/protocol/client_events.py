@@ -101,6 +101,16 @@ def session_update(
     return {"type": "session.update", "session": session}
 
 
+def turn_detection_update(turn_detection: ServerVad | None) -> dict[str, Any]:
+    """A ``session.update`` that only switches turn detection (the rest of the session stays):
+    server VAD, or ``null`` for push-to-talk."""
+    vad = turn_detection.as_dict() if turn_detection else None
+    return {
+        "type": "session.update",
+        "session": {"type": "realtime", "audio": {"input": {"turn_detection": vad}}},
+    }
+
+
 def input_audio_append(pcm16: bytes) -> dict[str, Any]:
     """One chunk of microphone audio: PCM16 little-endian, mono, 24 kHz."""
     return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16).decode("ascii")}

@@ -174,9 +174,20 @@ class SessionSupervisor:
     async def send(self, event: dict) -> None:
         await self._live().send(event)
 
+    async def set_turn_detection(self, turn_detection: ce.ServerVad | None) -> None:
+        """Switch turn detection now (``session.update``) and for every later session; with
+        no session, only for the later ones."""
+        self.turn_detection = turn_detection
+        with contextlib.suppress(NotConnected):
+            await self.send(ce.turn_detection_update(turn_detection))
+
     async def append_audio(self, pcm16: bytes) -> None:
         """Stream microphone audio; raises :class:`NotConnected` rather than losing it."""
         session = self._live()
+        if self.turn_detection is not None:
+            # Server VAD: the server commits by itself; nothing of ours is pending.
+            await session.send(ce.input_audio_append(pcm16))
+            return
         if self._buffer_session not in (None, session.session_id):
             raise NotConnected("the turn's audio was lost with the previous session")
         await session.send(ce.input_audio_append(pcm16))

