@@ -193,6 +193,8 @@ class RealtimeTestServer:
         self.answer_delay_s = 0.0
         self.session_max_s: float | None = None
         self.pace_realtime = False
+        self.late_deltas_on_interrupt = 0  # see _late_audio
+        self.cancel_delay_s = 0.0  # response.cancel takes effect only after this long
         self.autoping = True  # answer client pings (silent connections never do)
         # Recordings.
         self.connections: list[ConnectionRecord] = []
@@ -472,6 +474,25 @@ class RealtimeTestServer:
             await conn.error("session_expired", message)
         conn.request_close(1000)
 
+    async def _late_audio(self, conn: _Conn, response: rs.ResponseState) -> None:
+        """A real server may still send audio after the speech that interrupts it: with
+        ``late_deltas_on_interrupt`` > 0, that many deltas of the current item go out first."""
+        current = response.current
+        if not self.late_deltas_on_interrupt or current is None or current.kind != "audio":
+            return
+        chunk = rs.tone(conn.output_rate, 0.04, freq=880.0)
+        item_id = current.item["id"]
+        for _ in range(self.late_deltas_on_interrupt):
+            conn.audio_sent[item_id] = conn.audio_sent.get(item_id, 0) + len(chunk)
+            await conn.emit(
+                "response.output_audio.delta",
+                response_id=current.response_id,
+                item_id=item_id,
+                output_index=current.output_index,
+                content_index=0,
+                delta=base64.b64encode(chunk).decode("ascii"),
+            )
+
     async def _on_text(self, conn: _Conn, data: str) -> None:
         try:
             event = json.loads(data)
@@ -560,6 +581,7 @@ class RealtimeTestServer:
                     audio_start_ms=start_ms,
                 )
                 if vad.get("interrupt_response") and conn.response is not None:
+                    await self._late_audio(conn, conn.response)
                     await rs.cancel_response(conn, conn.response, "turn_detected")
                 continue
             conn.vad_quiet_ms = 0 if loud else conn.vad_quiet_ms + VAD_FRAME_MS
@@ -702,4 +724,8 @@ class RealtimeTestServer:
             message = "Cancellation failed: no active response found"
             await conn.error("response_cancel_not_active", message, event=event)
             return
+        if self.cancel_delay_s:  # a slow server: the answer streams on a while (paced)
+            await asyncio.sleep(self.cancel_delay_s)
+            if conn.response is not resp:
+                return
         await rs.cancel_response(conn, resp)

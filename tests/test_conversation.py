@@ -205,6 +205,7 @@ def pcm(samples: np.ndarray) -> list[bytes]:
 
 async def test_voice_barge_in_flushes_truncates_and_drops_the_late_audio(server):
     server.pace_realtime = True  # the long answer is still arriving when the owner speaks
+    server.late_deltas_on_interrupt = 3  # and some of it arrives after the speech started
     server.answers.extend(
         [AudioAnswer("A long story.", tone(44100, 4.0)), AudioAnswer("Yes?", tone(44100, 0.3))]
     )
@@ -263,3 +264,47 @@ async def test_voice_barge_in_flushes_truncates_and_drops_the_late_audio(server)
             for task in tasks:
                 task.cancel()
             await shell.close()
+
+
+async def test_late_audio_of_an_interrupted_answer_is_dropped_on_a_slow_link(server):
+    """Push-to-talk barge-in while the server is slow to cancel: the old answer keeps
+    streaming after the owner has already asked the next question (the box is thinking
+    again), and none of it may be played: it is told apart by its response id."""
+    server.pace_realtime = True
+    server.cancel_delay_s = 0.6
+    server.answers.extend(
+        [AudioAnswer("A long story.", tone(44100, 4.0)), AudioAnswer("Yes?", tone(44100, 0.3))]
+    )
+    link = SessionSupervisor(link_settings(server), backoff=fast_backoff())
+    rules = sm.TurnRules(min_press_ms=0, answer_timeout_s=10)
+    speaker, panel = Speaker(), Panel()
+    shell = TurnShell(sm.TurnMachine(rules), link, speaker, panel, Transcripts())
+
+    async def pump():
+        async for event in link.events():
+            await shell.on_link_event(event)
+
+    async def ask():
+        await shell.press()
+        for chunk in pcm(speech(0.3)):
+            await shell.on_mic_chunk(chunk)
+        await shell.release()
+
+    async with link:
+        pumping = asyncio.create_task(pump())
+        try:
+            await server.wait_for(lambda: shell.machine.state is sm.State.IDLE)
+            await ask()
+            await server.wait_for(lambda: shell.machine.state is sm.State.SPEAKING, timeout=5)
+            await asyncio.sleep(0.3)
+            await ask()  # barge in and ask again at once: thinking while the old answer streams
+            assert shell.machine.state is sm.State.THINKING
+            await server.wait_for(lambda: shell.counters.answered == 1, timeout=10)
+        finally:
+            pumping.cancel()
+            await shell.close()
+    old = next(iter(speaker.flushed[0]))
+    late = [e for e in server.sent_of("response.output_audio.delta") if e["item_id"] == old]
+    assert len(late) > 10  # the old answer really did keep coming after the flush
+    assert speaker.after_flush == []
+    assert shell.counters.results == {"cancelled": 1, "answered": 1}
