@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from box import PacedBox
 from conftest import SECRET, fast_backoff, link_settings
+from link_helpers import FakePanel, FakeTranscripts
 from realtime_server import AudioAnswer, tone
 from test_daemon_e2e import speech
 
@@ -179,25 +180,6 @@ class Speaker:
         return None
 
 
-class Panel:
-    def __init__(self) -> None:
-        self.shown: list[sm.State] = []
-
-    def show(self, state: sm.State) -> None:
-        self.shown.append(state)
-
-
-class Transcripts:
-    def user(self, *args: Any) -> None:
-        pass
-
-    def assistant(self, *args: Any) -> None:
-        pass
-
-    def turn(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def pcm(samples: np.ndarray) -> list[bytes]:
     data = samples.astype("<i2").tobytes()
     return [data[i : i + 960] for i in range(0, len(data), 960)]  # 20 ms chunks
@@ -212,8 +194,8 @@ async def test_voice_barge_in_flushes_truncates_and_drops_the_late_audio(server)
     vad = ServerVad(threshold=0.5, prefix_padding_ms=300, silence_duration_ms=300)
     link = SessionSupervisor(link_settings(server), backoff=fast_backoff(), turn_detection=vad)
     rules = sm.TurnRules(conversation="hands_free", voice_barge_in=True, answer_timeout_s=10)
-    speaker, panel = Speaker(), Panel()
-    shell = TurnShell(sm.TurnMachine(rules), link, speaker, panel, Transcripts(), vad=vad)
+    speaker, panel = Speaker(), FakePanel()
+    shell = TurnShell(sm.TurnMachine(rules), link, speaker, panel, FakeTranscripts(), vad=vad)
     queue: list[bytes] = []
 
     async def pump():
@@ -277,8 +259,8 @@ async def test_late_audio_of_an_interrupted_answer_is_dropped_on_a_slow_link(ser
     )
     link = SessionSupervisor(link_settings(server), backoff=fast_backoff())
     rules = sm.TurnRules(min_press_ms=0, answer_timeout_s=10)
-    speaker, panel = Speaker(), Panel()
-    shell = TurnShell(sm.TurnMachine(rules), link, speaker, panel, Transcripts())
+    speaker, panel = Speaker(), FakePanel()
+    shell = TurnShell(sm.TurnMachine(rules), link, speaker, panel, FakeTranscripts())
 
     async def pump():
         async for event in link.events():

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 from conftest import SECRET, fast_backoff, link_settings
+from link_helpers import QUESTION, ask_once, until
 from realtime_server import AudioAnswer, ErrorAnswer, ToolCallAnswer, tone
 
 from appliance.protocol import server_events as ev
@@ -20,35 +21,6 @@ from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
 from appliance.realtime.session import NotConnected
 from appliance.realtime.supervisor import SessionSupervisor
 from appliance.realtime.tools import Tool, ToolRegistry
-
-QUESTION = b"\x01\x00" * 4800  # 200 ms at 24 kHz
-
-
-async def until(link, kinds, timeout=5.0):
-    """Events up to and including the first of ``kinds``."""
-    seen = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await link.next_event()
-            seen.append(event)
-            if isinstance(event, kinds):
-                return seen
-
-
-async def ask_once(link, question=QUESTION, timeout=5.0):
-    """One push-to-talk turn; the events until the final response.done (or a lost link)."""
-    link.begin_turn()
-    try:
-        await link.append_audio(question)
-        await link.commit()
-        await link.create_response()
-        seen = []
-        while True:
-            seen += await until(link, (ev.ResponseDone, Disconnected), timeout)
-            if isinstance(seen[-1], Disconnected) or not link.answer_follows:
-                return seen
-    finally:
-        link.end_turn()
 
 
 def audio_of(events) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import fast_backoff, link_settings
+from link_helpers import QUESTION, FakePanel, FakeTranscripts, ask_once, until
 from realtime_server import AudioAnswer, ToolCallAnswer
 
 from appliance.config import Config, RealtimeConfig
@@ -373,34 +374,6 @@ def test_registry_relative_state_file_is_next_to_the_config(tmp_path):
 
 # ---- round trips against the test Realtime server ---------------------------------------
 
-QUESTION = b"\x01\x00" * 4800  # 200 ms at 24 kHz
-
-
-async def until(link, kinds, timeout=5.0):
-    seen = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await link.next_event()
-            seen.append(event)
-            if isinstance(event, kinds):
-                return seen
-
-
-async def ask(link, timeout=5.0):
-    """One push-to-talk turn; the events until the final response.done."""
-    link.begin_turn()
-    try:
-        await link.append_audio(QUESTION)
-        await link.commit()
-        await link.create_response()
-        seen = []
-        while True:
-            seen += await until(link, ev.ResponseDone, timeout)
-            if not link.answer_follows:
-                return seen
-    finally:
-        link.end_turn()
-
 
 def supervisor(server, registry) -> SessionSupervisor:
     return SessionSupervisor(link_settings(server), registry, backoff=fast_backoff())
@@ -421,7 +394,7 @@ async def round_trip(server, registry, calls, answer=True, outputs_expected=1):
         server.answers.append(AudioAnswer("Done."))
     async with supervisor(server, registry) as link:
         await until(link, Connected)
-        events = await ask(link)
+        events = await ask_once(link)
         if not answer:  # nothing else is coming: give a stray response.create time to show
             await server.wait_for(lambda: len(outputs(server)) >= outputs_expected, timeout=2)
             await asyncio.sleep(0.3)
@@ -543,25 +516,6 @@ class FakePlayback:
 
     def first_sound_at(self, item_id: str) -> float | None:
         return None
-
-
-class FakePanel:
-    def __init__(self) -> None:
-        self.shown: list[sm.State] = []
-
-    def show(self, state: sm.State) -> None:
-        self.shown.append(state)
-
-
-class FakeTranscripts:
-    def user(self, *args: Any) -> None:
-        pass
-
-    def assistant(self, *args: Any) -> None:
-        pass
-
-    def turn(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 async def slow_lookup(_args):
