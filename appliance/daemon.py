@@ -129,13 +129,15 @@ class Appliance:
         return {"pa_factory": self._pa_factory} if self._pa_factory else {}
 
     def _wants_echo_cancel(self) -> bool:
-        """``audio.echo_cancel``: on, off, or auto (on when the mic listens while the box
-        speaks: hands-free, or a push-to-talk follow-up window)."""
+        """``audio.echo_cancel``: on, off, or auto (on in hands-free)."""
         setting = self.config.audio.echo_cancel
         if setting != "auto":
             return setting == "on"
-        conversation = self.config.conversation
-        return conversation.mode == "hands_free" or conversation.follow_up_s > 0
+        # Only hands-free needs the mic while the box speaks. A push-to-talk follow-up window
+        # opens after the answer has played, so it stays half duplex: a canceller whose
+        # reference is misaligned can return the box's own voice, which server VAD would take
+        # for a question (a loop of answers to itself).
+        return self.config.conversation.mode == "hands_free"
 
     def _new_audio(self) -> tuple[Capture, Playback]:
         tap = echo = None

@@ -331,6 +331,7 @@ class TurnShell:
                 await self._commit()
             case sm.DiscardInput():
                 self._mic(False)
+                await self.link.discard_input()
             case sm.CancelResponse():
                 await self._cancel()
             case sm.FlushPlayback():

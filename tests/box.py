@@ -9,6 +9,7 @@ the button through the control socket (``gpio.enabled: false``, stdin not a TTY)
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
@@ -17,6 +18,7 @@ import os
 import select
 import signal
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -103,6 +105,7 @@ class PacedBox:
         self._mic_queue: collections.deque[np.ndarray] = collections.deque()
         self._heard: list[np.ndarray] = []
         self.heard_samples = 0  # total samples read from the speaker so far
+        self.unsaid_bytes = 0  # speech queued or in hand, not yet written to the mic pipe
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,7 +115,27 @@ class PacedBox:
 
     def say(self, samples: np.ndarray) -> None:
         """Queue speech (24 kHz int16) for the mic; silence is sent whenever nothing is queued."""
-        self._mic_queue.append(np.asarray(samples, dtype=np.int16))
+        samples = np.asarray(samples, dtype=np.int16)
+        with self._lock:
+            self.unsaid_bytes += samples.nbytes
+        self._mic_queue.append(samples)
+
+    async def wait_said(self, timeout: float = 5.0) -> None:
+        """Until everything queued with say() has gone into the mic pipe (a loaded machine
+        can lag behind real time; a test that releases the button must not cut a question)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # polled: two threads' counters, no event to await
+            if self.unsaid_bytes <= 0 and self._mic_backlog() == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    def _mic_backlog(self) -> int:
+        """Bytes written to the mic pipe that the box has not read yet."""
+        if not self._fds:
+            return 0
+        size = array.array("i", [0])
+        fcntl.ioctl(self._fds[0], termios.FIONREAD, size)
+        return size[0]
 
     def heard(self) -> np.ndarray:
         with self._lock:
@@ -156,6 +179,9 @@ class PacedBox:
         mic_fd = os.open(mic, os.O_RDWR)  # held open: PyAudio() opens every pcm to list it
         speaker_fd = os.open(speaker, os.O_RDWR)
         fcntl.fcntl(speaker_fd, F_SETPIPE_SZ, 4096)  # a small pipe: our reads pace the box
+        # Small too: the feeder starts before the box reads, and a big pipe would keep that
+        # head start as a permanent backlog (everything said would reach the box late).
+        fcntl.fcntl(mic_fd, F_SETPIPE_SZ, 4096)
         self._fds = [mic_fd, speaker_fd]
         asound = self.dir / "asound.conf"
         asound.write_text(_asound(mic, speaker))
@@ -221,6 +247,7 @@ class PacedBox:
             chunk, pending = (
                 (pending[: step * 2], pending[step * 2 :]) if pending else (silence, b"")
             )
+            spoken = 0 if chunk is silence else len(chunk)
             chunk = chunk.ljust(step * 2, b"\0")
             delay = start + n * PERIOD_S - time.monotonic()
             if delay > 0:
@@ -229,6 +256,9 @@ class PacedBox:
                 os.write(fd, chunk)
             except OSError:
                 return
+            if spoken:
+                with self._lock:
+                    self.unsaid_bytes = max(0, self.unsaid_bytes - spoken)
             n += 1
 
     def _read_speaker(self, fd: int) -> None:

@@ -326,3 +326,34 @@ async def test_the_key_never_appears_in_logs_events_or_reprs(server, caplog):
     assert SECRET not in text
     assert SECRET not in caplog.text
     assert all(SECRET not in str(r.args) for r in caplog.records)
+
+
+async def test_a_discarded_take_does_not_join_the_next_question(server):
+    """A press too short (or a turn failed while listening): its audio is cleared on the
+    server, and the next question is committed alone."""
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        link.begin_turn()
+        await link.append_audio(b"\x05\x00" * 2400)  # 100 ms, then the take is dropped
+        await link.discard_input()
+        link.end_turn()
+        assert link.answer_follows is False and link._idle()
+        await server.wait_for(lambda: server.events_of("input_audio_buffer.clear"))
+        await ask_once(link)
+    assert server.committed_audio == [QUESTION]
+    assert server.events_of("input_audio_buffer.clear")[0]["event_id"] == "evt_discard_input"
+
+
+async def test_a_server_that_cannot_clear_is_told_once(server, caplog):
+    caplog.set_level(logging.INFO, logger="appliance")
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        for _ in range(3):
+            link.begin_turn()
+            await link.append_audio(QUESTION)
+            server._handlers.pop("input_audio_buffer.clear", None)  # now an unknown event
+            await link.discard_input()
+            link.end_turn()
+            await asyncio.sleep(0.1)
+    assert len(server.events_of("input_audio_buffer.clear")) == 1  # then no more tries
+    assert sum("cannot clear its input buffer" in r.getMessage() for r in caplog.records) == 1

@@ -38,6 +38,7 @@ from appliance.realtime.tools import ToolRegistry
 log = logging.getLogger("appliance.realtime")
 
 RENEWAL_POLL_S = 0.25
+CLEAR_EVENT_ID = "evt_discard_input"
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class SessionSupervisor:
         self._turn_active = False
         self._buffer_session: str | None = None  # session holding uncommitted audio
         self._pending_audio_bytes = 0
+        self._clear_supported = True  # see discard_input
         self._response: str | None = None  # response id, "pending" after response.create
         self._tool_calls = ToolCalls(self.tools)
         self._answers = AnswerTranscripts()
@@ -201,6 +203,26 @@ class SessionSupervisor:
         await session.send(ce.input_audio_commit())
         self._buffer_session = None
         self._pending_audio_bytes = 0
+
+    async def discard_input(self) -> None:
+        """Forget the audio of a take that will not be committed (too short, or its turn
+        failed): the server's input buffer is cleared so it cannot join the next question,
+        and nothing counts as in flight any more."""
+        session, buffer_session = self._session, self._buffer_session
+        had_audio = bool(self._pending_audio_bytes)
+        self._pending_audio_bytes = 0
+        self._buffer_session = None
+        if (
+            had_audio
+            and self._clear_supported
+            and session is not None
+            and not session.closed
+            and buffer_session == session.session_id
+        ):
+            event = ce.input_audio_clear()
+            event["event_id"] = CLEAR_EVENT_ID
+            with contextlib.suppress(NotConnected):
+                await session.send(event)
 
     async def create_response(self) -> None:
         await self.send(ce.response_create())
@@ -450,6 +472,15 @@ class SessionSupervisor:
         """Log a server error; True if the appliance should see it too."""
         if error.is_harmless:
             log.debug("server: %s", error.message)
+            return False
+        if error.client_event_id == CLEAR_EVENT_ID:
+            # Yandex documents input_audio_buffer.clear as unsupported: say so once, stop.
+            self._clear_supported = False
+            log.info(
+                "the server cannot clear its input buffer (%s); a discarded take may join "
+                "the next question",
+                error.code or error.message,
+            )
             return False
         if error.is_session_expired:
             log.info("the server ended session %s: %s", session.session_id, error.message)
