@@ -74,39 +74,7 @@ CONTROL_POLL = "control: Request(cmd='status'"
 BUSY = ("listening", "thinking", "speaking")
 
 
-class SoakBox(PacedBox):
-    """A PacedBox whose mic can vanish and whose ears keep only the current turn."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.mic_gone = False
-
-    def clear_heard(self) -> None:
-        with self._lock:
-            self._heard.clear()
-
-    def _feed_mic(self, fd: int) -> None:
-        step = int(MIC_RATE * PERIOD_S)
-        silence = np.zeros(step, dtype="<i2").tobytes()
-        pending = b""
-        start = time.monotonic()
-        n = 0
-        while not self._stop.is_set():
-            delay = start + n * PERIOD_S - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            n += 1
-            if self.mic_gone:
-                continue  # the device is gone: nothing reaches the pipe
-            if len(pending) < step * 2 and self._mic_queue:
-                pending += np.asarray(self._mic_queue.popleft(), dtype="<i2").tobytes()
-            chunk, pending = (
-                (pending[: step * 2], pending[step * 2 :]) if pending else (silence, b"")
-            )
-            try:
-                os.write(fd, chunk.ljust(step * 2, b"\0"))
-            except OSError:
-                return
+SoakBox = PacedBox  # mic_gone and clear_heard are PacedBox's
 
 
 def speech(seconds: float) -> np.ndarray:

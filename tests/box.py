@@ -106,6 +106,7 @@ class PacedBox:
         self._heard: list[np.ndarray] = []
         self.heard_samples = 0  # total samples read from the speaker so far
         self.unsaid_bytes = 0  # speech queued or in hand, not yet written to the mic pipe
+        self.mic_gone = False  # True: the mic "vanishes" (nothing reaches its pipe, it stalls)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -136,6 +137,11 @@ class PacedBox:
         size = array.array("i", [0])
         fcntl.ioctl(self._fds[0], termios.FIONREAD, size)
         return size[0]
+
+    def clear_heard(self) -> None:
+        """Forget what the speaker played so far (a test or bench judging one turn at a time)."""
+        with self._lock:
+            self._heard.clear()
 
     def heard(self) -> np.ndarray:
         with self._lock:
@@ -242,6 +248,12 @@ class PacedBox:
         start = time.monotonic()
         n = 0
         while not self._stop.is_set():
+            if self.mic_gone:  # the device is gone: nothing reaches the pipe
+                delay = start + n * PERIOD_S - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                n += 1
+                continue
             if len(pending) < step * 2 and self._mic_queue:
                 pending += np.asarray(self._mic_queue.popleft(), dtype="<i2").tobytes()
             chunk, pending = (
