@@ -1,7 +1,9 @@
 """``appliance ask QUESTION.wav -o ANSWER.wav``: one spoken question, one spoken answer, no speaker.
 
-The WAV is converted to 24 kHz mono PCM16 with a real resampler, streamed in 100 ms appends,
-committed, and answered. The answer's audio is written exactly as received (mono, 16-bit, at the
+The WAV is converted to mono PCM16 at the API's input rate (``realtime.input_rate``) with a real
+resampler, streamed in 100 ms appends, committed, and answered; each answer's words are printed
+once, however many channels the server sends them on. The answer's audio is written exactly as
+received (mono, 16-bit, at the
 session's output rate). If the link dies before the answer is whole, the question is asked again
 on a new session (at most ``retries`` times), so the file always holds one whole answer.
 """
@@ -18,15 +20,20 @@ from typing import TextIO
 from appliance.audio.wavfile import write_wav
 from appliance.config import ApiKey, Config
 from appliance.protocol import server_events as ev
-from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
+from appliance.realtime.history import AnswerWords
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, SetupRejected
 from appliance.realtime.session import NotConnected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_NOPERM = 0, 1, 77
-CHUNK_BYTES = 4800  # 100 ms of 24 kHz PCM16 mono
-MIN_QUESTION_BYTES = 4800  # the API rejects commits under 100 ms
+EXIT_OK, EXIT_FAILED, EXIT_NOPERM, EXIT_CONFIG = 0, 1, 77, 78
+CHUNK_MS = 100
+MIN_QUESTION_MS = 100  # the API rejects commits under 100 ms
+
+
+def _bytes_of_ms(ms: int, rate: int) -> int:
+    return rate * ms // 1000 * 2
 
 
 class AskFailed(Exception):
@@ -74,8 +81,9 @@ async def ask(
     retries: int = 2,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Ask ``question`` (24 kHz mono PCM16); returns the exit code. Raises :class:`AskFailed`."""
-    if len(question) < MIN_QUESTION_BYTES:
+    """Ask ``question`` (mono PCM16 at ``realtime.input_rate``); returns the exit code.
+    Raises :class:`AskFailed`."""
+    if len(question) < _bytes_of_ms(MIN_QUESTION_MS, config.realtime.input_rate):
         raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
     # No history: a retried question must not appear twice in the model's context.
     settings = dataclasses.replace(
@@ -99,6 +107,8 @@ async def ask(
             match event:
                 case AuthRejected(reason=reason):
                     raise AskFailed(reason, exit_code=EXIT_NOPERM)
+                case SetupRejected(reason=reason):
+                    raise AskFailed(reason, exit_code=EXIT_CONFIG)
                 case Disconnected(reason=reason):
                     failed(f"cannot reach the Realtime API: {reason}")
                     continue
@@ -134,25 +144,37 @@ async def _one_turn(
 ) -> bytes | None:
     """Send the question and collect one whole answer; ``_TurnLost`` if the link died."""
     link.begin_turn()
+    chunk = _bytes_of_ms(CHUNK_MS, link.settings.input_rate)
+    words = AnswerWords()
     try:
-        for start in range(0, len(question), CHUNK_BYTES):
-            await link.append_audio(question[start : start + CHUNK_BYTES])
+        for start in range(0, len(question), chunk):
+            await link.append_audio(question[start : start + chunk])
         await link.commit()
-        await link.create_response()
+        link.ask_when_ready()
         chunks: list[bytes] = []
         response_failures = 0
         while True:
             event = await _next(link, answer_timeout)
             match event:
-                case Disconnected(reason=reason) | AuthRejected(reason=reason):
+                case (
+                    Disconnected(reason=reason)
+                    | AuthRejected(reason=reason)
+                    | SetupRejected(reason=reason)
+                ):
                     raise _TurnLost(f"the link was lost mid-answer: {reason}")
                 case ev.InputTranscript(transcript=text):
                     printer.user(text)
-                case ev.TranscriptDelta(delta=delta):
-                    printer.assistant(delta)
+                case ev.TranscriptDelta(item_id=item, delta=delta, channel=channel):
+                    shown = words.delta(item, delta, channel)
+                    if shown:
+                        printer.assistant(shown)
+                case ev.TranscriptDone(item_id=item, text=text, channel=channel):
+                    if not words.text(item):  # no deltas came: the words are only here
+                        printer.assistant(text)
+                    words.done(item, text, channel)
                 case ev.AudioDelta(audio=audio):
                     chunks.append(audio)
-                case ev.ServerError(code="input_audio_buffer_commit_empty"):
+                case ev.ServerError(is_commit_empty=True):
                     raise AskFailed("the server found no audio in the question")
                 case ev.ResponseDone(status="failed" | "cancelled" as status) as done:
                     response_failures += 1
@@ -160,6 +182,8 @@ async def _one_turn(
                         raise AskFailed(f"the answer {status}: {done.error_message or ''}")
                     log.warning("the answer %s (%s); asking again", status, done.error_code)
                     chunks.clear()
+                    words.clear()
+                    printer.end()
                     await link.create_response()
                 case ev.ResponseDone() if link.answer_follows:
                     pass  # a tool round: the follow-up response is on its way

@@ -392,16 +392,18 @@ async def check_realtime(config: Config) -> list[Result]:
     import aiohttp
 
     from appliance.protocol.client_events import session_update
-    from appliance.realtime.session import AuthRefused, ConnectFailed, RealtimeSession
+    from appliance.realtime.session import (
+        AuthRefused,
+        ConnectFailed,
+        RealtimeSession,
+        SetupRefused,
+    )
+    from appliance.realtime.supervisor import SETUP_EVENT_ID, LinkSettings
 
     rt = config.realtime
     key = config.require_api_key()
-    setup = session_update(
-        voice=rt.voice,
-        instructions=rt.instructions,
-        output_rate=rt.output_rate,
-        transcription_model=rt.transcription_model,
-    )
+    settings = LinkSettings.from_config(rt, key)
+    setup = session_update(rt.spec, settings.shape, event_id=SETUP_EVENT_ID)
     started = time.monotonic()
     try:
         async with aiohttp.ClientSession() as http:
@@ -410,6 +412,8 @@ async def check_realtime(config: Config) -> list[Result]:
                 endpoint=rt.endpoint,
                 api_key=key,
                 setup=setup,
+                provider=rt.spec,
+                auth=rt.auth,
                 connect_timeout_s=rt.connect_timeout_s,
                 heartbeat_s=rt.heartbeat_s,
             )
@@ -418,14 +422,21 @@ async def check_realtime(config: Config) -> list[Result]:
     except AuthRefused as exc:
         hint = (
             f"put the right key in {rt.api_key_source} (a key with access to folder {rt.folder_id})"
+            if rt.spec.model_in_folder
+            else f"put the right key in {rt.api_key_source}"
         )
         return [Result.fail("realtime", str(exc), hint, EX_NOPERM)]
+    except SetupRefused as exc:
+        hint = "check realtime.provider, model, voice and the rates against the service"
+        return [Result.fail("realtime", str(exc), hint, EX_CONFIG)]
     except ConnectFailed as exc:
         hint = f"check the network and realtime.url ({rt.url}); the clock too (below)"
         return [Result.fail("realtime", str(exc), hint)]
+    took = "session.updated" if session.updated is not None else "session.created"
     return [
         Result.ok(
-            "realtime", f"session.created from {rt.url} in {ms} ms (session {session.session_id})"
+            "realtime",
+            f"{took} from {rt.provider} ({rt.url}) in {ms} ms (session {session.session_id})",
         )
     ]
 

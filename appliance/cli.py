@@ -14,6 +14,7 @@ from pathlib import Path
 
 from appliance import __version__
 from appliance.config import Config, ConfigError, find_config_path, load_config
+from appliance.config.loader import provider_warnings
 from appliance.control.client import add_parsers as add_control_parsers
 from appliance.logs import setup_logging
 
@@ -23,6 +24,8 @@ EX_USAGE, EX_NOPERM, EX_CONFIG = 2, 77, 78
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(find_config_path(getattr(args, "config", None)))
     setup_logging("debug" if getattr(args, "verbose", False) else config.logging.level)
+    for warning in provider_warnings(config):
+        logging.getLogger("appliance").warning("%s", warning)
     return config
 
 
@@ -33,7 +36,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     config = _config(args)
     key = config.require_api_key()
     try:
-        question = read_for_realtime(args.question)
+        question = read_for_realtime(args.question, config.realtime.input_rate)
     except WavError as exc:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return EX_USAGE

@@ -26,11 +26,12 @@ from appliance.audio.echo import EchoCanceller
 from appliance.audio.echo_reference import ReferenceTap
 from appliance.audio.playback import Playback
 from appliance.config import ApiKey, Config, ConfigError, load_config
+from appliance.config.loader import provider_warnings
 from appliance.control.server import ControlServer
 from appliance.core import state_machine as sm
 from appliance.panel.select import open_panel
 from appliance.protocol import client_events as ce
-from appliance.realtime.link_events import AuthRejected, Disconnected
+from appliance.realtime.link_events import AuthRejected, Disconnected, SetupRejected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.service.journal import TranscriptLog
 from appliance.service.notify import ServiceNotifier
@@ -143,8 +144,9 @@ class Appliance:
         tap = echo = None
         if self._wants_echo_cancel():
             if EchoCanceller.available():
-                tap = ReferenceTap()
-                echo = (EchoCanceller(), tap)
+                rate = self.config.realtime.input_rate
+                tap = ReferenceTap(out_rate=rate)
+                echo = (EchoCanceller(rate=rate), tap)
             else:
                 log.warning(
                     "echo cancellation is unavailable (%s)", EchoCanceller.unavailable_reason()
@@ -153,6 +155,7 @@ class Appliance:
             self.config.audio,
             on_state=lambda s, e: self._audio_state("microphone", s, e),
             echo=echo,
+            api_rate=self.config.realtime.input_rate,
             **self._audio_kwargs(),
         )
         playback = Playback(
@@ -204,6 +207,8 @@ class Appliance:
         return 0
 
     async def _start(self) -> None:
+        for warning in provider_warnings(self.config):
+            log.warning("%s", warning)
         self.capture, self.playback = self._new_audio()
         await self.capture.start()
         await self.playback.start()
@@ -250,10 +255,10 @@ class Appliance:
         async for event in link.events():
             if link is not self.link:
                 return  # replaced by a reload
-            if isinstance(event, Disconnected | AuthRejected):
+            if isinstance(event, Disconnected | AuthRejected | SetupRejected):
                 self._retry = (time.monotonic() + event.retry_in_s, event.reason)
             await self.shell.on_link_event(event)
-            if isinstance(event, Disconnected | AuthRejected):
+            if isinstance(event, Disconnected | AuthRejected | SetupRejected):
                 self.notifier.status(self._status_line())
 
     async def _pump_mic(self, capture: Capture) -> None:

@@ -20,14 +20,14 @@ from typing import Any
 from appliance.core import state_machine as sm
 from appliance.protocol import client_events as ce
 from appliance.protocol import server_events as ev
-from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
+from appliance.realtime.history import AnswerWords
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, SetupRejected
 from appliance.realtime.session import NotConnected
 from appliance.realtime.supervisor import SessionSupervisor
 
 log = logging.getLogger("appliance.turns")
 
 MIN_COMMIT_MS = 100  # the API rejects shorter commits; the box never sends them
-INPUT_BYTES_PER_MS = 48  # 24 kHz PCM16 mono
 WORKING_AFTER_S = 1.0  # a tool still running after this long gets the "working" earcon
 TIMER_EVENTS: dict[str, Callable[[], sm.Event]] = {
     "listen": sm.ListenTimeout,
@@ -114,6 +114,13 @@ class TurnShell:
         self._response_id: str | None = None
         self._drop_next_response = False
         self._answer_items: set[str] = set()
+        self._content_index: dict[str, int] = {}  # answer item -> its audio part's index
+        self._words = AnswerWords()  # the turn's answer words, each said once
+        self._in_samples = 0  # microphone samples sent in this turn
+        # A press's first audio stays here until the press is long enough to count
+        # (button.min_press_ms): a short press sends nothing at all.
+        self._held: list[bytes] | None = None
+        self._hold_until = 0.0
         self._drain_task: asyncio.Task | None = None
         self._turn_done = asyncio.Event()
         self._busy: set[asyncio.Task] = set()
@@ -160,9 +167,18 @@ class TurnShell:
         return self._sending
 
     async def on_mic_chunk(self, pcm: bytes) -> None:
-        """24 kHz mono PCM16 from the capture; sent only while the machine says so."""
+        """Mono PCM16 at the API's input rate from the capture; sent only while the machine
+        says so, and only once a press has lasted ``min_press_ms``."""
         if not self._sending:
             return
+        if self._held is not None:
+            self._held.append(pcm)
+            if time.monotonic() < self._hold_until:
+                return
+            pcm, self._held = b"".join(self._held), None
+        await self._send_audio(pcm)
+
+    async def _send_audio(self, pcm: bytes) -> None:
         try:
             await self.link.append_audio(pcm)
         except NotConnected as exc:
@@ -171,7 +187,9 @@ class TurnShell:
                 await self.handle(sm.TurnFailed(str(exc)))
             return  # server VAD: the link reports the loss itself (SessionDown)
         if self.turn is not None:
-            self.turn.audio_in_ms += len(pcm) // INPUT_BYTES_PER_MS
+            # Counted in samples: whole-ms rounding per chunk ran 3% low at some rates.
+            self._in_samples += len(pcm) // 2
+            self.turn.audio_in_ms = self._in_samples * 1000 // self.link.settings.input_rate
 
     async def on_link_event(self, event: Any) -> None:
         match event:
@@ -180,7 +198,7 @@ class TurnShell:
             case Disconnected(reason=reason):
                 self._note_error(f"offline: {reason}")
                 await self.handle(sm.SessionDown(reason))
-            case AuthRejected(reason=reason):
+            case AuthRejected(reason=reason) | SetupRejected(reason=reason):
                 self._note_error(reason)
                 await self.handle(sm.AuthFailed(reason))
             case ev.InputTranscript(transcript=text):
@@ -197,12 +215,14 @@ class TurnShell:
                     self._dropped_responses.append(rid)
                 elif self.machine.state in (sm.State.THINKING, sm.State.SPEAKING):
                     self._response_id = rid
-            case ev.TranscriptDelta(response_id=rid, delta=delta):
+            case ev.TranscriptDelta(response_id=rid, item_id=item, delta=delta, channel=ch):
                 if self.turn is not None and rid not in self._dropped_responses:
-                    self.turn.assistant += delta
-            case ev.TranscriptDone(response_id=rid, text=text):
+                    self._words.delta(item, delta, ch)
+                    self.turn.assistant = self._words.joined()
+            case ev.TranscriptDone(response_id=rid, item_id=item, text=text, channel=ch):
                 if self.turn is not None and rid not in self._dropped_responses:
-                    self.turn.assistant = text
+                    self._words.done(item, text, ch)
+                    self.turn.assistant = self._words.joined()
             case ev.AudioDelta():
                 await self._answer_audio(event)
             case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
@@ -211,9 +231,9 @@ class TurnShell:
                 self._tool_call_started(rid, call)
             case ev.ResponseDone():
                 await self._response_done(event)
-            case ev.ServerError(code="input_audio_buffer_commit_empty"):
+            case ev.ServerError(is_commit_empty=True):
                 await self.handle(sm.TurnFailed("the server found no audio in the question"))
-            case ev.ServerError(message=message, code=code):
+            case ev.ServerError(message=message, kind=code):
                 self._note_error(f"server error {code}: {message}")
 
     # ---- answer audio ------------------------------------------------------------------
@@ -228,6 +248,7 @@ class TurnShell:
         self._cancel_working()  # the answer is here: no "working" sound over it
         self.playback.play_answer(event.item_id, event.audio)
         self._answer_items.add(event.item_id)
+        self._content_index[event.item_id] = event.content_index
         turn = self.turn
         if turn is not None:
             turn.audio_out_ms += len(event.audio) * 1000 // 2 // self.link.output_rate
@@ -331,6 +352,7 @@ class TurnShell:
                 await self._commit()
             case sm.DiscardInput():
                 self._mic(False)
+                self._held = None  # a short press: its audio never left the box
                 await self.link.discard_input()
             case sm.CancelResponse():
                 await self._cancel()
@@ -376,6 +398,8 @@ class TurnShell:
 
     def _start_turn(self) -> None:
         self._begin_turn()
+        self._held = []
+        self._hold_until = time.monotonic() + self.machine.rules.min_press_ms / 1000
         self._mic(True)
 
     def _begin_turn(self) -> None:
@@ -384,25 +408,35 @@ class TurnShell:
         self.turn = TurnRecord(self.counters.turns, session_id=self.link.session_id)
         self.link.begin_turn()
         self._answer_items.clear()
+        self._content_index.clear()
+        self._words.clear()
+        self._in_samples = 0
+        self._held = None
 
     async def _commit(self) -> None:
         turn = self.turn
         assert turn is not None
         turn.released_at = time.monotonic()
+        held, self._held = self._held, None
+        if held:  # the press counted: what it held goes first
+            await self._send_audio(b"".join(held))
+            if self.turn is not turn:
+                return  # sending failed and ended the turn
         if turn.audio_in_ms < MIN_COMMIT_MS:
             # Under 100 ms the API refuses the commit; the box never sends it.
             self.post(sm.TurnFailed(f"only {turn.audio_in_ms} ms of audio"))
             return
         try:
             await self.link.commit()
-            await self.link.create_response()
+            self.link.ask_when_ready()
         except NotConnected as exc:
             self.post(sm.TurnFailed(str(exc)))
 
     async def _cancel(self) -> None:
         if self._response_id:
             self._dropped_responses.append(self._response_id)
-        else:  # cancelled before response.created named it: drop the next one that appears
+        elif self.link.response_requested:
+            # Cancelled before response.created named it: drop the next one that appears.
             self._drop_next_response = True
         with contextlib.suppress(NotConnected):  # nothing to cancel on a dead link
             await self.link.cancel_response()
@@ -423,7 +457,7 @@ class TurnShell:
             if item_id.startswith("earcon:"):
                 continue
             try:
-                await self.link.truncate(item_id, heard_ms)
+                await self.link.truncate(item_id, heard_ms, self._content_index.get(item_id, 0))
             except NotConnected:
                 return
 

@@ -93,6 +93,43 @@ def test_frozen(tmp_path):
         config.logging = LoggingConfig()
 
 
+def test_provider_defaults(tmp_path):
+    yandex = load_config(write(tmp_path, "realtime:\n  folder_id: b1g\n"), environ={}).realtime
+    assert yandex.provider == "yandex" and yandex.spec.name == "yandex"
+    assert yandex.endpoint == (
+        "wss://ai.api.cloud.yandex.net/v1/realtime?model=gpt://b1g/speech-realtime-250923"
+    )
+    assert (yandex.voice, yandex.output_rate, yandex.input_rate) == ("marina", 44100, 24000)
+    assert yandex.languages == ("ru-RU",) and yandex.answer_timeout_s == 30
+    assert yandex.history_replay == "recap" and yandex.transcript_wait_ms == 1500
+    assert yandex.spec.auth_header(yandex.auth, "K") == "Api-Key K"
+    newer = RealtimeConfig(folder_id="b1g", model="speech-realtime-260528", auth="iam_token")
+    assert newer.endpoint.endswith("model=gpt://b1g/speech-realtime-260528")
+    assert newer.spec.auth_header(newer.auth, "T") == "Bearer T"
+    openai = load_config(write(tmp_path, "realtime:\n  provider: openai\n"), environ={}).realtime
+    assert openai.endpoint == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert (openai.voice, openai.output_rate) == ("marin", 24000)
+    assert openai.spec.auth_header(openai.auth, "K") == "Bearer K"
+    # Every default can still be set.
+    own = RealtimeConfig(provider="openai", url="ws://127.0.0.1:1/v1/realtime", model="m2")
+    assert own.endpoint == "ws://127.0.0.1:1/v1/realtime?model=m2"
+
+
+def test_heartbeat_zero_is_off(tmp_path):
+    path = write(tmp_path, HEAD + "  heartbeat_s: 0\n")
+    assert load_config(path, environ={}).realtime.heartbeat_s == 0
+
+
+def test_the_retired_yandex_endpoint_loads_with_one_warning(tmp_path):
+    from appliance.config.loader import provider_warnings
+
+    old = "wss://rest-assistant.api.cloud.yandex.net/v1/realtime/openai"
+    config = load_config(write(tmp_path, f"realtime:\n  folder_id: b1g\n  url: {old}\n"), {})
+    (warning,) = provider_warnings(config)
+    assert "no longer served" in warning and "wss://ai.api.cloud.yandex.net" in warning
+    assert provider_warnings(load_config(write(tmp_path, MINIMAL), {})) == []
+
+
 def test_endpoint_with_query():
     rt = RealtimeConfig(url="wss://h/v1/realtime?x=1", folder_id="b1g", model="m")
     assert rt.endpoint == "wss://h/v1/realtime?x=1&model=gpt://b1g/m"
@@ -247,15 +284,15 @@ BAD = {
     ),
     "out of range float": (
         HEAD + "  heartbeat_s: 0.1\n",
-        "3: realtime.heartbeat_s: must be between 0.2 and 60 (got 0.1)",
+        "3: realtime.heartbeat_s: must be 0 (off) or between 0.2 and 60 (got 0.1)",
     ),
     "out of range nan": (
         HEAD + "  heartbeat_s: .nan\n",
-        "3: realtime.heartbeat_s: must be between 0.2 and 60 (got nan)",
+        "3: realtime.heartbeat_s: must be 0 (off) or between 0.2 and 60 (got nan)",
     ),
     "not in choices": (
         HEAD + "  output_rate: 44000\n",
-        "3: realtime.output_rate: must be one of 8000, 16000, 22050, 24000, 44100, 48000"
+        "3: realtime.output_rate: must be one of 0, 8000, 16000, 22050, 24000, 44100, 48000"
         " (got 44000)",
     ),
     "not in string choices": (
@@ -274,11 +311,6 @@ BAD = {
         HEAD + "  model: a b\n",
         "3: realtime.model: must not contain spaces, '?', '&' or '#' (got 'a b')",
     ),
-    "empty voice": (HEAD + '  voice: ""\n', "3: realtime.voice: must not be empty"),
-    "missing folder_id": (
-        "realtime:\n  voice: x\n",
-        "1: realtime.folder_id: missing; set it to the Yandex Cloud folder id",
-    ),
     "missing section": (
         "logging:\n  level: info\n",
         "1: realtime.folder_id: missing; set it to the Yandex Cloud folder id",
@@ -287,6 +319,38 @@ BAD = {
     "only comments": (
         "# nothing\n\n# here\n",
         "1: realtime.folder_id: missing; set it to the Yandex Cloud folder id",
+    ),
+    "openai output rate": (
+        "realtime:\n  provider: openai\n  output_rate: 44100\n",
+        "3: realtime.output_rate: openai answers at 24000 Hz only",
+    ),
+    "openai input rate": (
+        "realtime:\n  provider: openai\n  input_rate: 44100\n",
+        "3: realtime.input_rate: openai takes 24000 Hz input only",
+    ),
+    "openai iam token": (
+        "realtime:\n  provider: openai\n  auth: iam_token\n",
+        "3: realtime.auth: openai takes api_key",
+    ),
+    "openai file search": (
+        "realtime:\n  provider: openai\ntools:\n  file_search:\n    index_id: idx1\n",
+        "5: tools.file_search.index_id: Yandex's file search needs provider yandex, not openai",
+    ),
+    "openai web search": (
+        "realtime:\n  provider: openai\ntools:\n  web_search: true\n",
+        "4: tools.web_search: Yandex's web search needs provider yandex, not openai",
+    ),
+    "unknown provider": (
+        "realtime:\n  provider: google\n  folder_id: b1g\n",
+        "2: realtime.provider: must be one of yandex, openai (got 'google')",
+    ),
+    "yandex without folder_id": (
+        "realtime:\n  voice: dasha\n",
+        "1: realtime.folder_id: missing; set it to the Yandex Cloud folder id",
+    ),
+    "bad language tag": (
+        HEAD + "  languages: [russian language]\n",
+        "3: realtime.languages: 'russian language' is not a language tag such as ru-RU or kk-KZ",
     ),
     "empty folder_id": (
         'realtime:\n  folder_id: ""\n',

@@ -57,7 +57,7 @@ from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
 
-OUTPUT_RATE = 24000  # what the Realtime API takes: 24 kHz mono PCM16
+OUTPUT_RATE = 24000  # what the Realtime API takes by default: 24 kHz mono PCM16
 CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn when input_rate is 0
 CHECK_S = 0.1  # how often the supervisor looks at the stream
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
@@ -85,7 +85,7 @@ class _Stream:
         self.channels = channels
         self.period = max(1, round(rate * owner.config.period_ms / 1000))
         self.ring = SampleRing(max(self.period * 2, int(rate * ring_s)), channels)
-        self.resampler = StreamResampler(rate, OUTPUT_RATE, quality=SPEECH_QUALITY)
+        self.resampler = StreamResampler(rate, owner.api_rate, quality=SPEECH_QUALITY)
         self.stream: Any = None
         self.opened_at = time.monotonic()
         self.last_callback = 0.0  # monotonic time of the last callback; 0: none yet
@@ -140,8 +140,10 @@ class Capture:
         ring_s: float = 2.0,
         stall_s: float = 1.0,
         echo: tuple[Any, Any] | None = None,
+        api_rate: int = OUTPUT_RATE,
     ) -> None:
         self.config = config
+        self.api_rate = api_rate  # the rate chunks() hands out (realtime.input_rate)
         # echo cancellation: (EchoCanceller, ReferenceTap) applied in chunks(), or None
         self.echo = echo
         self.input_latency_s = 0.0
@@ -282,7 +284,7 @@ class Capture:
         event = self._event
         if event is None:
             raise RuntimeError("Capture.chunks() before start()")
-        size = max(1, round(OUTPUT_RATE * self.config.period_ms / 1000))
+        size = max(1, round(self.api_rate * self.config.period_ms / 1000))
         while not self._stopped:
             event.clear()
             active = self._active

@@ -15,7 +15,7 @@ import dataclasses
 import difflib
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from appliance.config.schema import (
+    FOLDER_HINT,
     Config,
     ConfigError,
+    folder_id_problem,
     is_section,
     iter_settings,
     settings_of,
@@ -32,6 +34,7 @@ from appliance.config.schema import (
     unwrap_optional,
 )
 from appliance.config.secrets import ApiKey, KeySourceError, clean_key, os_reason, resolve_api_key
+from appliance.protocol.providers import PROVIDERS
 
 # Looked for in this order when no --config is given.
 CANDIDATES: tuple[Path, ...] = (Path("/etc/appliance/config.yaml"), Path("config.yaml"))
@@ -77,8 +80,12 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     rt = config.realtime
 
     def where(key: str) -> str:
+        """The file and line of ``key``, else of its nearest section that was given."""
+        while key and key not in lines:
+            key = key.rpartition(".")[0]
         return f"{name}:{lines.get(key, 1)}"
 
+    check_provider(config, where, given=lines.__contains__)
     key_file = None
     if rt.api_key_file is not None:
         key_file = Path(rt.api_key_file)
@@ -98,6 +105,54 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(str(e)) from None
     rt = dataclasses.replace(rt, api_key=key, api_key_source=source)
     return dataclasses.replace(config, realtime=rt, path=path)
+
+
+def check_provider(
+    config: Config, where: Callable[[str], str], given: Callable[[str], bool] = lambda _: True
+) -> None:
+    """What the chosen provider refuses, as config errors naming the key and its line."""
+    rt = config.realtime
+    spec = rt.spec
+
+    def refuse(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{where(key)}: {key}: {message}")
+
+    if spec.model_in_folder:
+        problem = folder_id_problem(rt.folder_id)
+        if problem and not given("realtime.folder_id"):
+            problem = f"missing; {FOLDER_HINT}"
+        if problem:
+            raise refuse("realtime.folder_id", problem)
+    if rt.auth not in spec.auth_kinds:
+        raise refuse("realtime.auth", f"{rt.provider} takes {' or '.join(spec.auth_kinds)}")
+    if rt.input_rate not in spec.input_rates:
+        rates = " or ".join(map(str, spec.input_rates))
+        raise refuse("realtime.input_rate", f"{rt.provider} takes {rates} Hz input only")
+    if rt.output_rate not in spec.output_rates:
+        rates = " or ".join(map(str, spec.output_rates))
+        raise refuse("realtime.output_rate", f"{rt.provider} answers at {rates} Hz only")
+    if not spec.server_tools:
+        if config.tools.file_search.index_id:
+            key = "tools.file_search.index_id"
+            raise refuse(key, f"Yandex's file search needs provider yandex, not {rt.provider}")
+        if config.tools.web_search:
+            key = "tools.web_search"
+            raise refuse(key, f"Yandex's web search needs provider yandex, not {rt.provider}")
+
+
+def provider_warnings(config: Config) -> list[str]:
+    """Lines to log once at start: settings that load but will not work as hoped."""
+    rt = config.realtime
+    warnings = []
+    for spec in PROVIDERS.values():
+        if spec.is_retired(rt.url):
+            warnings.append(
+                f"realtime.url {rt.url} is no longer served by {spec.name} (retired); "
+                f"remove the line to use {spec.url}"
+            )
+    if rt.voice_role and not rt.spec.voice_role:
+        warnings.append(f"realtime.voice_role is not used by {rt.provider}")
+    return warnings
 
 
 def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config.secrets import ENV_VAR, ApiKey
+from appliance.protocol.providers import PROVIDERS, Provider
 
 EX_CONFIG = 78  # sysexits.h: configuration error
 
@@ -137,7 +138,7 @@ def _ws_url(url: str) -> str | None:
     return None
 
 
-def _folder_id(value: str) -> str | None:
+def folder_id_problem(value: str) -> str | None:
     # Never echo the value: a key pasted here by mistake must not reach the log.
     if not value:
         return f"is empty; {FOLDER_HINT}"
@@ -154,6 +155,10 @@ def _model(value: str) -> str | None:
     return None
 
 
+def _model_or_default(value: str) -> str | None:
+    return None if value == "" else _model(value)
+
+
 def _not_empty(value: str) -> str | None:
     return None if value else "must not be empty"
 
@@ -164,30 +169,64 @@ def _path(value: str) -> str | None:
 
 # --- the schema -------------------------------------------------------------------------
 
-DEFAULT_URL = "wss://rest-assistant.api.cloud.yandex.net/v1/realtime/openai"
 DEFAULT_INSTRUCTIONS = (
     "You are the voice of a small smart speaker. Answer briefly and clearly, in the language "
     "of the question; your answers are heard, not read."
 )
 
 
+def _ws_url_or_default(url: str) -> str | None:
+    return None if url == "" else _ws_url(url)
+
+
+def _heartbeat(value: float) -> str | None:
+    if value == 0 or 0.2 <= value <= 60:
+        return None
+    return f"must be 0 (off) or between 0.2 and 60 (got {show(value)})"
+
+
+def _languages(value: tuple[str, ...]) -> str | None:
+    for tag in value:
+        if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", tag):
+            return f"{show(tag)} is not a language tag such as ru-RU or kk-KZ"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class RealtimeConfig:
-    """The Realtime speech API: where it is, who we are, how the sessions behave."""
+    """The Realtime speech API: where it is, who we are, how the sessions behave.
 
+    ``url``, ``model``, ``voice`` and ``output_rate`` left empty (0) take the provider's
+    defaults (:mod:`appliance.protocol.providers`); they are filled in on construction, so the
+    rest of the appliance always reads concrete values.
+    """
+
+    provider: str = field(
+        default="yandex",
+        metadata=meta(doc="Which service: yandex or openai.", choices=tuple(PROVIDERS)),
+    )
+    auth: str = field(
+        default="api_key",
+        metadata=meta(
+            doc="api_key (Yandex: Api-Key, OpenAI: Bearer) or iam_token (Yandex: Bearer).",
+            choices=("api_key", "iam_token"),
+        ),
+    )
     url: str = field(
-        default=DEFAULT_URL,
-        metadata=meta(doc="WebSocket URL of the Realtime API, without the model.", check=_ws_url),
+        default="",
+        metadata=meta(
+            doc="WebSocket URL of the Realtime API, without the model; empty: the provider's.",
+            check=_ws_url_or_default,
+        ),
     )
     folder_id: str = field(
+        default="",
         metadata=meta(
-            doc="Yandex Cloud folder id (lowercase letters and digits); required.",
-            check=_folder_id,
-            required=FOLDER_HINT,
-        )
+            doc="Yandex Cloud folder id (lowercase letters and digits); required for yandex.",
+        ),
     )
     model: str = field(
-        default="speech-realtime-250923", metadata=meta(doc="Model name.", check=_model)
+        default="", metadata=meta(doc="Model name; empty: the provider's.", check=_model_or_default)
     )
     api_key: ApiKey | None = field(
         default=None, metadata=meta(doc="The API key itself (a string; prefer api_key_file).")
@@ -197,16 +236,30 @@ class RealtimeConfig:
         metadata=meta(doc="File holding the API key; relative to the config file.", check=_path),
     )
     voice: str = field(
-        default="marina", metadata=meta(doc="Voice of the answers.", check=_not_empty)
+        default="", metadata=meta(doc="Voice of the answers; empty: the provider's default.")
+    )
+    voice_role: str = field(
+        default="", metadata=meta(doc="Yandex: the voice's role (emotion), e.g. good; optional.")
+    )
+    languages: tuple[str, ...] = field(
+        default=("ru-RU",),
+        metadata=meta(doc="Yandex: languages of the questions, e.g. [ru-RU].", check=_languages),
     )
     instructions: str = field(
         default=DEFAULT_INSTRUCTIONS, metadata=meta(doc="System instructions of the session.")
     )
-    output_rate: int = field(
-        default=44100,
+    input_rate: int = field(
+        default=24000,
         metadata=meta(
-            doc="Sample rate of the speech we ask for, Hz.",
-            choices=(8000, 16000, 22050, 24000, 44100, 48000),
+            doc="Sample rate of the speech we send, Hz (yandex also takes 44100).",
+            choices=(24000, 44100),
+        ),
+    )
+    output_rate: int = field(
+        default=0,
+        metadata=meta(
+            doc="Sample rate of the speech we ask for, Hz; 0: the provider's.",
+            choices=(0, 8000, 16000, 22050, 24000, 44100, 48000),
         ),
     )
     session_max_s: float = field(
@@ -216,8 +269,15 @@ class RealtimeConfig:
         ),
     )
     answer_timeout_s: float = field(
-        default=15.0,
+        default=30.0,
         metadata=meta(doc="Longest wait for the start of an answer, s.", range=(1, 120)),
+    )
+    transcript_wait_ms: int = field(
+        default=1500,
+        metadata=meta(
+            doc="Push-to-talk: longest wait for the question's transcript before asking, ms.",
+            range=(0, 10000),
+        ),
     )
     connect_timeout_s: float = field(
         default=10.0, metadata=meta(doc="Longest wait to connect, s.", range=(1, 120))
@@ -225,8 +285,15 @@ class RealtimeConfig:
     heartbeat_s: float = field(
         default=10.0,
         metadata=meta(
-            doc="WebSocket ping interval, s; a dead link is noticed within 1.5x this.",
-            range=(0.2, 60),
+            doc="WebSocket ping interval, s; a dead link is noticed within 1.5x this; 0: off.",
+            check=_heartbeat,
+        ),
+    )
+    history_replay: str = field(
+        default="recap",
+        metadata=meta(
+            doc="How a new session learns the conversation: recap (one user text), items, off.",
+            choices=("recap", "items", "off"),
         ),
     )
     history_max_chars: int = field(
@@ -244,11 +311,26 @@ class RealtimeConfig:
         default="", metadata=meta(doc="Where the key came from, never the key.", internal=True)
     )
 
+    def __post_init__(self) -> None:
+        spec = self.spec
+        for name, default in (
+            ("url", spec.url),
+            ("model", spec.model),
+            ("voice", spec.voice),
+            ("output_rate", spec.output_rate),
+        ):
+            if not getattr(self, name):
+                object.__setattr__(self, name, default)
+
+    @property
+    def spec(self) -> Provider:
+        """The provider's data (defaults, auth scheme, session shape, what it refuses)."""
+        return PROVIDERS.get(self.provider, PROVIDERS["yandex"])
+
     @property
     def endpoint(self) -> str:
-        """The full URL: ``url`` plus ``model=gpt://<folder_id>/<model>``."""
-        sep = "&" if "?" in self.url else "?"
-        return f"{self.url}{sep}model=gpt://{self.folder_id}/{self.model}"
+        """The full URL: ``url`` plus the model query (``gpt://<folder_id>/<model>`` on Yandex)."""
+        return self.spec.endpoint(self.url, self.model, self.folder_id)
 
 
 @dataclass(frozen=True, kw_only=True)

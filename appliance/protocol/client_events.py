@@ -1,8 +1,9 @@
 """Builders for every client event the appliance sends (OpenAI Realtime GA, as Yandex serves it).
 
 Each builder returns a plain dict ready for :func:`encode`. The shapes follow the GA types of the
-``openai`` package (tests validate them), with Yandex's allowances: an output rate other than
-24000 and an explicit ``channels: 1`` on the input format.
+``openai`` package (tests validate them); where the providers spell a thing differently, the
+:class:`~appliance.protocol.providers.Provider` decides (Yandex: no ``session.type``, rates other
+than 24000, ``languages`` and ``role``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import base64
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from appliance.protocol.providers import Provider, SessionShape, session_fields
 
 INPUT_RATE = 24000
-"""The input format is fixed by the API: PCM16, mono, 24 kHz."""
+"""The input rate every provider takes: PCM16, mono, 24 kHz (Yandex also takes 44.1 kHz)."""
 
 
 @dataclass(frozen=True)
@@ -66,49 +69,41 @@ def encode(event: Mapping[str, Any]) -> str:
 
 
 def session_update(
+    provider: Provider,
+    shape: SessionShape,
     *,
-    voice: str,
-    instructions: str,
-    output_rate: int,
     tools: Iterable[FunctionTool] = (),
-    transcription_model: str = "",
     turn_detection: ServerVad | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """The GA ``session.update``: audio in and out, voice, instructions, tools, turn detection.
+    """The ``session.update`` of a new session, in the provider's spelling (see
+    :mod:`appliance.protocol.providers`): audio in and out, voice, instructions, tools, turn
+    detection. ``event_id`` lets the box tell an error about this update from any other.
 
     ``turn_detection`` is sent explicitly as ``null`` for push-to-talk: leaving it out would keep
     the server's default (server VAD), which would commit and answer on its own.
     """
-    audio_input: dict[str, Any] = {
-        "format": {"type": "audio/pcm", "rate": INPUT_RATE, "channels": 1},
-        "turn_detection": turn_detection.as_dict() if turn_detection else None,
-    }
-    if transcription_model:
-        audio_input["transcription"] = {"model": transcription_model}
+    session = session_fields(provider, shape)
+    session["audio"]["input"]["turn_detection"] = (
+        turn_detection.as_dict() if turn_detection else None
+    )
     tool_list = [tool.as_dict() for tool in tools]
-    session: dict[str, Any] = {
-        "type": "realtime",
-        "output_modalities": ["audio"],
-        "instructions": instructions,
-        "audio": {
-            "input": audio_input,
-            "output": {"format": {"type": "audio/pcm", "rate": output_rate}, "voice": voice},
-        },
-        "tools": tool_list,
-    }
+    session["tools"] = tool_list
     if tool_list:
         session["tool_choice"] = "auto"
-    return {"type": "session.update", "session": session}
+    event: dict[str, Any] = {"type": "session.update", "session": session}
+    if event_id:
+        event["event_id"] = event_id
+    return event
 
 
-def turn_detection_update(turn_detection: ServerVad | None) -> dict[str, Any]:
+def turn_detection_update(provider: Provider, turn_detection: ServerVad | None) -> dict[str, Any]:
     """A ``session.update`` that only switches turn detection (the rest of the session stays):
     server VAD, or ``null`` for push-to-talk."""
     vad = turn_detection.as_dict() if turn_detection else None
-    return {
-        "type": "session.update",
-        "session": {"type": "realtime", "audio": {"input": {"turn_detection": vad}}},
-    }
+    session: dict[str, Any] = {"type": "realtime"} if provider.session_type else {}
+    session["audio"] = {"input": {"turn_detection": vad}}
+    return {"type": "session.update", "session": session}
 
 
 def input_audio_append(pcm16: bytes) -> dict[str, Any]:
@@ -144,8 +139,21 @@ def function_call_output(call_id: str, output: str) -> dict[str, Any]:
     }
 
 
-def history_message(role: Literal["user", "assistant"], text: str) -> dict[str, Any]:
-    """A past utterance replayed as text into a new session, so the model keeps the context."""
+def history_recap(text: str) -> dict[str, Any]:
+    """The earlier conversation replayed into a new session as ONE user text item: every server
+    accepts a user ``input_text`` (Yandex refuses assistant text items)."""
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": text}],
+        },
+    }
+
+
+def history_message(role: str, text: str) -> dict[str, Any]:
+    """A past utterance replayed as its own item (``history_replay: items``)."""
     part_type = "input_text" if role == "user" else "output_text"
     return {
         "type": "conversation.item.create",
@@ -153,11 +161,12 @@ def history_message(role: Literal["user", "assistant"], text: str) -> dict[str, 
     }
 
 
-def item_truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
-    """Tell the server how much of an answer was actually heard (barge-in)."""
+def item_truncate(item_id: str, audio_end_ms: int, content_index: int = 0) -> dict[str, Any]:
+    """Tell the server how much of an answer was actually heard (barge-in); ``content_index``
+    is that of the audio being played, as its deltas named it."""
     return {
         "type": "conversation.item.truncate",
         "item_id": item_id,
-        "content_index": 0,
+        "content_index": content_index,
         "audio_end_ms": max(0, int(audio_end_ms)),
     }

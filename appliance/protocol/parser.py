@@ -94,8 +94,24 @@ def _session(cls: type, d: Mapping[str, Any]) -> Any:
     fmt = output.get("format")
     rate = fmt.get("rate") if isinstance(fmt, dict) else None
     rate = rate if isinstance(rate, int) and not isinstance(rate, bool) else None
-    session_id = _str(session, "id") if cls is ev.SessionCreated else _opt_str(session, "id")
-    return cls(session_id, rate, _opt_str(output, "voice"))
+    voice = _opt_str(output, "voice") or _opt_str(session, "voice")
+    if cls is ev.SessionCreated:
+        return ev.SessionCreated(_str(session, "id"), rate, voice)
+    reported, detection = _turn_detection(session)
+    return ev.SessionUpdated(_opt_str(session, "id"), rate, voice, detection, reported)
+
+
+def _turn_detection(session: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """Whether the session says its turn detection, and its type (GA: audio.input.turn_detection;
+    beta and Yandex's reference: a flat turn_detection)."""
+    audio = session.get("audio")
+    audio_in = audio.get("input") if isinstance(audio, dict) else None
+    for holder in (audio_in, session):
+        if isinstance(holder, dict) and "turn_detection" in holder:
+            value = holder["turn_detection"]
+            kind = value.get("type") if isinstance(value, dict) else None
+            return True, kind if isinstance(kind, str) else None
+    return False, None
 
 
 def _error(d: Mapping[str, Any]) -> ev.ServerError:
@@ -115,7 +131,9 @@ def _audio(d: Mapping[str, Any]) -> ev.AudioDelta:
         raise _Bad("audio delta is not valid base64") from exc
     if len(audio) % 2:
         raise _Bad("audio delta has an odd number of bytes (not PCM16)")
-    return ev.AudioDelta(_str(d, "response_id"), _str(d, "item_id"), audio)
+    index = d.get("content_index", 0)
+    index = index if isinstance(index, int) and not isinstance(index, bool) else 0
+    return ev.AudioDelta(_str(d, "response_id"), _str(d, "item_id"), audio, index)
 
 
 def _call_of(item: Mapping[str, Any]) -> ev.FunctionCall:
@@ -173,6 +191,15 @@ def _response_done(d: Mapping[str, Any]) -> ev.ResponseDone:
     )
 
 
+def _arguments_done(d: Mapping[str, Any]) -> ev.FunctionCallArgumentsDone:
+    arguments = d.get("arguments", "")
+    if not isinstance(arguments, str):
+        raise _Bad("'arguments' is not a string")
+    return ev.FunctionCallArgumentsDone(
+        *_ids(d), _str(d, "call_id"), arguments, _opt_str(d, "name") or None
+    )
+
+
 def _ids(d: Mapping[str, Any]) -> tuple[str, str]:
     return _str(d, "response_id"), _str(d, "item_id")
 
@@ -219,11 +246,13 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], ev.ServerEvent]] = {
     "response.output_audio_transcript.done": lambda d: ev.TranscriptDone(
         *_ids(d), _str(d, "transcript")
     ),
-    "response.output_text.delta": lambda d: ev.TranscriptDelta(*_ids(d), _str(d, "delta")),
-    "response.output_text.done": lambda d: ev.TranscriptDone(*_ids(d), _str(d, "text")),
-    "response.function_call_arguments.done": lambda d: ev.FunctionCallArgumentsDone(
-        *_ids(d), _call_of(d)
+    "response.output_text.delta": lambda d: ev.TranscriptDelta(
+        *_ids(d), _str(d, "delta"), ev.OUTPUT_TEXT
     ),
+    "response.output_text.done": lambda d: ev.TranscriptDone(
+        *_ids(d), _str(d, "text"), ev.OUTPUT_TEXT
+    ),
+    "response.function_call_arguments.done": _arguments_done,
     "response.done": _response_done,
 }
 

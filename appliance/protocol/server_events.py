@@ -24,6 +24,16 @@ AUTH_ERROR_CODES = frozenset(
 )
 
 
+# Messages of errors that live servers sent with ``code: null``, lowercased, by the code they mean.
+_CODE_BY_MESSAGE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("session_expired", ("maximum duration", "session expired", "session has expired")),
+    ("input_audio_buffer_commit_empty", ("committing input audio buffer", "buffer is empty")),
+    ("response_cancel_not_active", ("no active response",)),
+    ("conversation_already_has_active_response", ("already has an active response",)),
+    ("invalid_api_key", ("incorrect api key", "invalid api key", "api key is invalid")),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
     session_id: str
@@ -33,9 +43,14 @@ class SessionCreated:
 
 @dataclass(frozen=True, slots=True)
 class SessionUpdated:
+    """The effective session after a ``session.update``. ``turn_detection`` is the type the
+    server reports (``server_vad``, ``semantic_vad``; ``None`` for none) when it says."""
+
     session_id: str | None
     output_rate: int | None = None
     voice: str | None = None
+    turn_detection: str | None = None
+    reports_turn_detection: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +61,33 @@ class ServerError:
     client_event_id: str | None = None
 
     @property
+    def kind(self) -> str | None:
+        """The error's code, or where a server sent ``code: null``, the code its message
+        stands for (live servers do this: see shared/traces/E_quoted_live_frames.jsonl)."""
+        if self.code:
+            return self.code
+        text = self.message.lower()
+        for code, phrases in _CODE_BY_MESSAGE:
+            if any(phrase in text for phrase in phrases):
+                return code
+        return None
+
+    @property
     def is_auth_failure(self) -> bool:
-        return self.code in AUTH_ERROR_CODES or self.type in {"authentication_error"}
+        return self.kind in AUTH_ERROR_CODES or self.type in {"authentication_error"}
 
     @property
     def is_session_expired(self) -> bool:
-        return self.code == "session_expired"
+        return self.kind == "session_expired"
+
+    @property
+    def is_commit_empty(self) -> bool:
+        return self.kind == "input_audio_buffer_commit_empty"
 
     @property
     def is_harmless(self) -> bool:
         """Errors that only say there was nothing to do."""
-        return self.code in {"response_cancel_not_active"}
+        return self.kind in {"response_cancel_not_active"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +178,7 @@ class AudioDelta:
     response_id: str
     item_id: str
     audio: bytes  # PCM16 little-endian mono at the session's output rate
+    content_index: int = 0  # of the audio part in its item (a truncate names it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +187,20 @@ class AudioDone:
     item_id: str
 
 
+AUDIO_TRANSCRIPT = "audio"
+OUTPUT_TEXT = "text"
+
+
 @dataclass(frozen=True, slots=True)
 class TranscriptDelta:
-    """Part of the answer's words: the spoken transcript or, for a text answer, the text."""
+    """Part of the answer's words. ``channel`` says which: ``audio`` (the spoken transcript) or
+    ``text`` (``response.output_text.*``). A server may send the same words on both channels;
+    :class:`appliance.realtime.history.AnswerWords` keeps one."""
 
     response_id: str
     item_id: str
     delta: str
+    channel: str = AUDIO_TRANSCRIPT
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +208,23 @@ class TranscriptDone:
     response_id: str
     item_id: str
     text: str
+    channel: str = AUDIO_TRANSCRIPT
 
 
 @dataclass(frozen=True, slots=True)
 class FunctionCallArgumentsDone:
+    """The arguments of a call are complete. Yandex's schema has no ``name`` here (the GA one
+    does): then ``call`` is None and the call starts from ``response.output_item.done``."""
+
     response_id: str
     item_id: str
-    call: FunctionCall
+    call_id: str
+    arguments: str
+    name: str | None = None
+
+    @property
+    def call(self) -> FunctionCall | None:
+        return FunctionCall(self.call_id, self.name, self.arguments) if self.name else None
 
 
 @dataclass(frozen=True, slots=True)

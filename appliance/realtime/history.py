@@ -10,7 +10,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from appliance.protocol.server_events import AUDIO_TRANSCRIPT, OUTPUT_TEXT
+
 Role = Literal["user", "assistant"]
+RECAP_HEADER = (
+    "Earlier in this conversation (a recap for context; do not answer it, wait for the next "
+    "question):\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,13 @@ class ConversationHistory:
         chosen.reverse()
         return chosen
 
+    def recap(self) -> str:
+        """The replayable part as ONE text (``history_replay: recap``), or "" when empty."""
+        lines = [f"{u.role.capitalize()}: {u.text}" for u in self.replay()]
+        if not lines:
+            return ""
+        return RECAP_HEADER + "\n".join(lines)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -58,33 +71,62 @@ class ConversationHistory:
         return iter(self._items)
 
 
-class AnswerTranscripts:
-    """Assembles each answer item's words from whatever the server sent.
+class AnswerWords:
+    """Assembles each answer item's words from whatever the server sent, once.
 
-    Preference: the ``*.done`` transcript, else the joined deltas, else the text inside
-    ``output_item.done``. Yandex documents some of these as unsupported, so any may be missing.
+    A server may send an answer's words as ``response.output_text.*`` and also as
+    ``response.output_audio_transcript.*``: two channels of the same words, not two answers.
+    Per item the preference is the audio transcript (its ``done``, else its deltas), then the
+    text (likewise), else the text inside ``output_item.done``. Yandex documents some of these
+    as unsupported, so any may be missing.
+
+    Live display (:meth:`delta`'s return value) follows the first channel an item speaks on,
+    so words are shown once even when the second channel starts later.
     """
 
     def __init__(self) -> None:
-        self._deltas: dict[str, list[str]] = {}
-        self._final: dict[str, str] = {}
+        # item id -> channel -> [deltas, final or None]; dicts keep arrival order
+        self._items: dict[str, dict[str, list]] = {}
+        self._live: dict[str, str] = {}  # item id -> the channel shown live
 
-    def delta(self, item_id: str, text: str) -> None:
-        self._deltas.setdefault(item_id, []).append(text)
+    def _channel(self, item_id: str, channel: str) -> list:
+        return self._items.setdefault(item_id, {}).setdefault(channel, [[], None])
 
-    def done(self, item_id: str, text: str) -> None:
-        self._final[item_id] = text
+    def delta(self, item_id: str, text: str, channel: str = AUDIO_TRANSCRIPT) -> str | None:
+        """Record a delta; return it if it is to be shown live, else None (a second channel)."""
+        self._channel(item_id, channel)[0].append(text)
+        live = self._live.setdefault(item_id, channel)
+        return text if live == channel else None
+
+    def done(self, item_id: str, text: str, channel: str = AUDIO_TRANSCRIPT) -> None:
+        self._channel(item_id, channel)[1] = text
+        self._live.setdefault(item_id, channel)
+
+    def text(self, item_id: str, fallback: str | None = None) -> str:
+        """The item's words so far, by the preference above."""
+        channels = self._items.get(item_id, {})
+        for name in (AUDIO_TRANSCRIPT, OUTPUT_TEXT, *channels):
+            if name in channels:
+                deltas, final = channels[name]
+                words = final or "".join(deltas)
+                if words:
+                    return words
+        return fallback or ""
+
+    def joined(self) -> str:
+        """Every item's words, in arrival order, one space between items."""
+        return " ".join(t for t in (self.text(item) for item in self._items) if t)
 
     def finish(self, item_id: str, fallback: str | None = None) -> str:
-        deltas = self._deltas.pop(item_id, None)
-        final = self._final.pop(item_id, None)
-        return final or ("".join(deltas) if deltas else "") or fallback or ""
+        words = self.text(item_id, fallback)
+        self._items.pop(item_id, None)
+        self._live.pop(item_id, None)
+        return words
 
     def finish_all(self) -> list[str]:
         """Every item still open (its output_item.done never came), in arrival order."""
-        items = list(dict.fromkeys([*self._deltas, *self._final]))
-        return [self.finish(item) for item in items]
+        return [self.finish(item) for item in list(self._items)]
 
     def clear(self) -> None:
-        self._deltas.clear()
-        self._final.clear()
+        self._items.clear()
+        self._live.clear()

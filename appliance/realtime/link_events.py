@@ -35,4 +35,13 @@ class AuthRejected:
     retry_in_s: float
 
 
-LinkEvent = Connected | Disconnected | AuthRejected
+@dataclass(frozen=True, slots=True)
+class SetupRejected:
+    """The server refused the session's settings (``session.update``). Retried slowly: a
+    configuration (or a changed service) to fix, never a loop."""
+
+    reason: str
+    retry_in_s: float
+
+
+LinkEvent = Connected | Disconnected | AuthRejected | SetupRejected

@@ -1,8 +1,10 @@
 """One WebSocket connection to the Realtime API, which is one server session.
 
-Opening it means: the HTTP upgrade with ``Authorization: api-key <KEY>``, waiting for
-``session.created``, and sending our ``session.update``. After that it is a stream of typed
-events and a ``send``. It does not reconnect; the supervisor does.
+Opening it means: the HTTP upgrade with the provider's ``Authorization`` header, waiting for
+``session.created``, sending our ``session.update`` and waiting for the ``session.updated`` that
+says it took (an ``error`` instead, or a close, is a refusal: :class:`SetupRefused`). After that
+it is a stream of typed events and a ``send``. It does not reconnect; the supervisor does.
+Every way out sends a close frame (1000), never just a dropped TCP connection.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from appliance.config import ApiKey
 from appliance.protocol import server_events as ev
 from appliance.protocol.client_events import encode
 from appliance.protocol.parser import parse_server_event
+from appliance.protocol.providers import YANDEX, Provider
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,13 @@ class AuthRefused(LinkError):
     kind = "auth"
 
 
+class SetupRefused(LinkError):
+    """The server refused our ``session.update`` (an error naming it, or a close before
+    ``session.updated``): a configuration the service does not accept. Retried slowly."""
+
+    kind = "setup"
+
+
 class NotConnected(LinkError):
     """A send found no live session: the caller's turn has failed."""
 
@@ -71,6 +81,8 @@ class RealtimeSession:
         self._ws = ws
         self.session_id = created.session_id
         self.output_rate = created.output_rate
+        # The effective settings, from session.updated (None: the server did not say).
+        self.updated: ev.SessionUpdated | None = None
         self.opened_at = time.monotonic()
         self.close_code: int | None = None
         self._send_lock = asyncio.Lock()
@@ -86,19 +98,23 @@ class RealtimeSession:
         endpoint: str,
         api_key: ApiKey,
         setup: Mapping[str, Any],
+        provider: Provider = YANDEX,
+        auth: str = "api_key",
         connect_timeout_s: float = 10.0,
         heartbeat_s: float = 10.0,
     ) -> RealtimeSession:
-        """Connect, wait for ``session.created``, send ``setup`` (the ``session.update``).
+        """Connect, wait for ``session.created``, send ``setup`` (the ``session.update``) and
+        wait for ``session.updated``. ``heartbeat_s`` 0 turns the WebSocket pings off.
 
-        Raises :class:`AuthRefused` or :class:`ConnectFailed`; never anything else.
+        Raises :class:`AuthRefused`, :class:`SetupRefused` or :class:`ConnectFailed`; never
+        anything else.
         """
         try:
             async with asyncio.timeout(connect_timeout_s):
                 ws = await http.ws_connect(
                     endpoint,
-                    headers={"Authorization": f"api-key {api_key.reveal()}"},
-                    heartbeat=heartbeat_s,
+                    headers={"Authorization": provider.auth_header(auth, api_key.reveal())},
+                    heartbeat=heartbeat_s or None,
                     max_msg_size=MAX_FRAME_BYTES,
                     autoping=True,
                 )
@@ -121,7 +137,44 @@ class RealtimeSession:
         except BaseException:
             await ws.close()
             raise
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                session.updated = await session._await_updated(setup.get("event_id"))
+        except TimeoutError:
+            # The reference lists session.updated, but a server that never sends it must not
+            # keep the box offline for ever: carry on with what we asked for, and say so.
+            log.warning(
+                "no session.updated within %g s; assuming the session took", connect_timeout_s
+            )
+        except BaseException:
+            await session.close()
+            raise
+        if session.updated is not None and session.updated.output_rate:
+            session.output_rate = session.updated.output_rate
         return session
+
+    async def _await_updated(self, setup_id: str | None) -> ev.SessionUpdated:
+        """Until ``session.updated``; an error before it (the only thing we sent was the
+        update), or a close, is a refusal of our settings."""
+        try:
+            async for msg in self._ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                event = parse_server_event(msg.data)
+                if isinstance(event, ev.SessionUpdated):
+                    return event
+                if isinstance(event, ev.ServerError) and not event.is_harmless:
+                    if event.is_auth_failure:
+                        raise AuthRefused(f"the API key was refused ({event.kind})")
+                    named = " (our session.update)" if event.client_event_id == setup_id else ""
+                    what = event.message or event.kind or event.type
+                    raise SetupRefused(f"the server refused the session settings{named}: {what}")
+        except aiohttp.ClientError as exc:
+            raise ConnectFailed(describe_exception(exc)) from None
+        raise SetupRefused(
+            f"the server closed the session before accepting its settings "
+            f"(code {self._ws.close_code})"
+        )
 
     @staticmethod
     async def _await_created(ws: aiohttp.ClientWebSocketResponse) -> ev.SessionCreated:

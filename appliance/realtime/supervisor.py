@@ -23,14 +23,22 @@ from appliance.config import ApiKey, RealtimeConfig
 from appliance.logs import LogThrottle
 from appliance.protocol import client_events as ce
 from appliance.protocol import server_events as ev
+from appliance.protocol.providers import YANDEX, Provider, SessionShape
 from appliance.realtime.backoff import Backoff
-from appliance.realtime.history import AnswerTranscripts, ConversationHistory
-from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, LinkEvent
+from appliance.realtime.history import AnswerWords, ConversationHistory
+from appliance.realtime.link_events import (
+    AuthRejected,
+    Connected,
+    Disconnected,
+    LinkEvent,
+    SetupRejected,
+)
 from appliance.realtime.session import (
     AuthRefused,
     LinkError,
     NotConnected,
     RealtimeSession,
+    SetupRefused,
 )
 from appliance.realtime.tool_calls import ToolCalls
 from appliance.realtime.tools import ToolRegistry
@@ -38,7 +46,11 @@ from appliance.realtime.tools import ToolRegistry
 log = logging.getLogger("appliance.realtime")
 
 RENEWAL_POLL_S = 0.25
+ASKING = "asking"  # committed; response.create waits for the question (see ask_when_ready)
+PENDING = "pending"  # response.create sent; no response id yet
 CLEAR_EVENT_ID = "evt_discard_input"
+SETUP_EVENT_ID = "evt_session_setup"
+MAX_HELD_AUDIO_BYTES = 60 * 48000 * 2  # a minute of speech held while the session renews
 
 
 @dataclass(frozen=True)
@@ -47,13 +59,20 @@ class LinkSettings:
 
     endpoint: str
     api_key: ApiKey
+    provider: Provider = YANDEX
+    auth: str = "api_key"
     voice: str = "marina"
+    voice_role: str = ""
+    languages: tuple[str, ...] = ("ru-RU",)
     instructions: str = ""
+    input_rate: int = ce.INPUT_RATE
     output_rate: int = 44100
     transcription_model: str = ""
     connect_timeout_s: float = 10.0
     heartbeat_s: float = 10.0
     session_max_s: float = 270.0
+    transcript_wait_ms: int = 1500
+    history_replay: str = "recap"
     history_max_chars: int = 4000
 
     @classmethod
@@ -61,14 +80,33 @@ class LinkSettings:
         return cls(
             endpoint=cfg.endpoint,
             api_key=api_key,
+            provider=cfg.spec,
+            auth=cfg.auth,
             voice=cfg.voice,
+            voice_role=cfg.voice_role,
+            languages=cfg.languages,
             instructions=cfg.instructions,
+            input_rate=cfg.input_rate,
             output_rate=cfg.output_rate,
             transcription_model=cfg.transcription_model,
             connect_timeout_s=cfg.connect_timeout_s,
             heartbeat_s=cfg.heartbeat_s,
             session_max_s=cfg.session_max_s,
+            transcript_wait_ms=cfg.transcript_wait_ms,
+            history_replay=cfg.history_replay,
             history_max_chars=cfg.history_max_chars,
+        )
+
+    @property
+    def shape(self) -> SessionShape:
+        return SessionShape(
+            voice=self.voice,
+            instructions=self.instructions,
+            input_rate=self.input_rate,
+            output_rate=self.output_rate,
+            languages=self.languages,
+            voice_role=self.voice_role,
+            transcription_model=self.transcription_model,
         )
 
 
@@ -109,10 +147,24 @@ class SessionSupervisor:
         self._turn_active = False
         self._buffer_session: str | None = None  # session holding uncommitted audio
         self._pending_audio_bytes = 0
-        self._clear_supported = True  # see discard_input
-        self._response: str | None = None  # response id, "pending" after response.create
+        self._clear_supported = settings.provider.input_clear  # see discard_input
+        # The response: None, ASKING (committed; response.create not sent yet), PENDING (sent,
+        # not created yet), or its id.
+        self._response: str | None = None
+        self._ask_timer: asyncio.TimerHandle | None = None
+        self._ask_item: str | None = None  # the committed question's item id
+        self._server_committed = False  # the server committed this turn's audio (its VAD)
+        self._server_vad_forced = False  # asked for push-to-talk, the server runs VAD anyway
+        # A discarded take's audio stayed in the server's buffer (it cannot clear it): the
+        # session is renewed before the next question; meanwhile its audio is held here.
+        self._dirty_buffer = False
+        self._held_audio: list[bytes] = []
+        self._clean = asyncio.Event()
+        self._clean.set()
+        self._renew_soon = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
         self._tool_calls = ToolCalls(self.tools)
-        self._answers = AnswerTranscripts()
+        self._answers = AnswerWords()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -128,6 +180,9 @@ class SessionSupervisor:
             self._task = asyncio.create_task(self._run(), name="realtime-supervisor")
 
     async def close(self) -> None:
+        self._cancel_ask()
+        for task in list(self._background):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -159,10 +214,12 @@ class SessionSupervisor:
     # ---- what the appliance sends ------------------------------------------------------
 
     def begin_turn(self) -> None:
-        """A new turn starts: forget the last one's audio; no renewal until :meth:`end_turn`."""
+        """A new turn starts: forget the last one's audio; no renewal until :meth:`end_turn`
+        (except the one that cleans a buffer the server could not clear)."""
         self._turn_active = True
         self._buffer_session = None
         self._pending_audio_bytes = 0
+        self._server_committed = False
 
     def end_turn(self) -> None:
         self._turn_active = False
@@ -181,7 +238,7 @@ class SessionSupervisor:
         no session, only for the later ones."""
         self.turn_detection = turn_detection
         with contextlib.suppress(NotConnected):
-            await self.send(ce.turn_detection_update(turn_detection))
+            await self.send(ce.turn_detection_update(self.settings.provider, turn_detection))
 
     async def append_audio(self, pcm16: bytes) -> None:
         """Stream microphone audio; raises :class:`NotConnected` rather than losing it."""
@@ -190,6 +247,14 @@ class SessionSupervisor:
             # Server VAD: the server commits by itself; nothing of ours is pending.
             await session.send(ce.input_audio_append(pcm16))
             return
+        if self._dirty_buffer:
+            # The old take is still in the server's buffer: hold this one until the session
+            # is renewed (bounded: the oldest audio goes first past a minute).
+            self._held_audio.append(pcm16)
+            while sum(map(len, self._held_audio)) > MAX_HELD_AUDIO_BYTES:
+                self._held_audio.pop(0)
+            self._renew_soon.set()
+            return
         if self._buffer_session not in (None, session.session_id):
             raise NotConnected("the turn's audio was lost with the previous session")
         await session.send(ce.input_audio_append(pcm16))
@@ -197,10 +262,19 @@ class SessionSupervisor:
         self._pending_audio_bytes += len(pcm16)
 
     async def commit(self) -> None:
+        """Commit the question; ``response.create`` follows once the server has the question
+        (see :meth:`_ask_when_ready`)."""
+        if not self._clean.is_set():
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    await self._clean.wait()
+            except TimeoutError:
+                raise NotConnected("the session could not be renewed for the question") from None
         session = self._live()
         if self._buffer_session not in (None, session.session_id):
             raise NotConnected("the turn's audio was lost with the previous session")
-        await session.send(ce.input_audio_commit())
+        if not (self._server_vad_forced and self._server_committed):
+            await session.send(ce.input_audio_commit())
         self._buffer_session = None
         self._pending_audio_bytes = 0
 
@@ -212,32 +286,109 @@ class SessionSupervisor:
         had_audio = bool(self._pending_audio_bytes)
         self._pending_audio_bytes = 0
         self._buffer_session = None
-        if (
+        self._held_audio.clear()
+        if not (
             had_audio
-            and self._clear_supported
             and session is not None
             and not session.closed
             and buffer_session == session.session_id
         ):
-            event = ce.input_audio_clear()
-            event["event_id"] = CLEAR_EVENT_ID
-            with contextlib.suppress(NotConnected):
-                await session.send(event)
+            return
+        if not self._clear_supported:
+            self._must_renew(session)
+            return
+        event = ce.input_audio_clear()
+        event["event_id"] = CLEAR_EVENT_ID
+        with contextlib.suppress(NotConnected):
+            await session.send(event)
+
+    def _must_renew(self, session: RealtimeSession) -> None:
+        """The server holds audio that must not join the next question: renew first."""
+        if self._session is session and not self._dirty_buffer:
+            log.info("renewing the session: the server cannot clear a discarded take")
+            self._dirty_buffer = True
+            self._clean.clear()
+            self._renew_soon.set()
 
     async def create_response(self) -> None:
+        """Ask for the answer now (after tool outputs, or where nothing is to be awaited)."""
+        self._cancel_ask()
         await self.send(ce.response_create())
-        self._response = "pending"
+        self._response = PENDING
+
+    def ask_when_ready(self) -> None:
+        """After :meth:`commit`: send ``response.create`` once the server has the question:
+        its ``input_audio_buffer.committed`` and, where the provider needs it (Yandex answers
+        an empty question otherwise), the transcript of that item; at most
+        ``transcript_wait_ms`` after the commit. Not at all if the server starts the response
+        itself (its VAD runs although push-to-talk was asked for)."""
+        self._cancel_ask()
+        self._response = ASKING
+        self._ask_item = None
+        wait_s = self.settings.transcript_wait_ms / 1000
+        self._ask_timer = asyncio.get_running_loop().call_later(wait_s, self._ask_timed_out)
+
+    def _ask_timed_out(self) -> None:
+        self._ask_timer = None
+        if self._response == ASKING:
+            log.debug("asking without the transcript (none within the wait)")
+            self._spawn(self._ask_now())
+
+    async def _ask_now(self) -> None:
+        if self._response != ASKING:
+            return
+        self._cancel_ask()
+        try:
+            await self.create_response()
+        except NotConnected:
+            self._response = None  # the loss is reported by the loop as a lost turn
+
+    def _cancel_ask(self) -> None:
+        if self._ask_timer is not None:
+            self._ask_timer.cancel()
+            self._ask_timer = None
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _question_ready(self, event: ev.ServerEvent) -> None:
+        """Events that may let the waiting ``response.create`` go."""
+        if self._response != ASKING:
+            return
+        provider = self.settings.provider
+        match event:
+            case ev.InputCommitted(item_id=item):
+                self._ask_item = item
+                ready = not provider.transcript_before_response
+            case ev.InputTranscript(item_id=item) | ev.InputTranscriptFailed(item_id=item):
+                ready = item == self._ask_item or self._ask_item is None
+            case _:
+                ready = False
+        if ready and not self._server_vad_forced:
+            await self._ask_now()
+
+    @property
+    def response_requested(self) -> bool:
+        """``response.create`` was sent and the response has no id yet."""
+        return self._response == PENDING
 
     async def cancel_response(self) -> bool:
-        """Cancel the running response, if any; True if a cancel was sent."""
+        """Cancel the running response, if any; True if a cancel was sent. A question still
+        waiting for its transcript is simply not asked."""
         if self._response is None:
             return False
-        rid = None if self._response == "pending" else self._response
+        if self._response == ASKING:
+            self._cancel_ask()
+            self._response = None
+            return False
+        rid = None if self._response == PENDING else self._response
         await self.send(ce.response_cancel(rid))
         return True
 
-    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
-        await self.send(ce.item_truncate(item_id, audio_end_ms))
+    async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
+        await self.send(ce.item_truncate(item_id, audio_end_ms, content_index))
 
     @property
     def response_active(self) -> bool:
@@ -265,72 +416,120 @@ class SessionSupervisor:
     def _forget_turn_state(self) -> None:
         self._pending_audio_bytes = 0
         self._response = None
+        self._cancel_ask()
         self._tool_calls.cancel_all()
         self._answers.clear()
 
     async def _open(self, http: aiohttp.ClientSession) -> tuple[RealtimeSession, int]:
         s = self.settings
         setup = ce.session_update(
-            voice=s.voice,
-            instructions=s.instructions,
-            output_rate=s.output_rate,
+            s.provider,
+            s.shape,
             tools=self.tools.specs(),
-            transcription_model=s.transcription_model,
             turn_detection=self.turn_detection,
+            event_id=SETUP_EVENT_ID,
         )
         session = await RealtimeSession.open(
             http,
             endpoint=s.endpoint,
             api_key=s.api_key,
             setup=setup,
+            provider=s.provider,
+            auth=s.auth,
             connect_timeout_s=s.connect_timeout_s,
             heartbeat_s=s.heartbeat_s,
         )
-        replay = self.history.replay()
+        self._check_effective(session)
         try:
-            for utterance in replay:
-                await session.send(ce.history_message(utterance.role, utterance.text))
+            replayed = await self._replay_history(session)
         except NotConnected:
             await session.close()
             raise
         if session.output_rate:
             self.output_rate = session.output_rate
-        return session, len(replay)
+        return session, replayed
+
+    def _check_effective(self, session: RealtimeSession) -> None:
+        """Compare what took (``session.updated``) with what was asked."""
+        updated = session.updated
+        forced = (
+            self.turn_detection is None
+            and updated is not None
+            and updated.reports_turn_detection
+            and updated.turn_detection is not None
+        )
+        if forced and not self._server_vad_forced:
+            self._throttle.log(
+                log,
+                logging.WARNING,
+                "vad-forced",
+                "the server runs its own turn detection (%s) although push-to-talk asked for "
+                "none; the box lets it answer by itself",
+                updated.turn_detection,
+            )
+        self._server_vad_forced = forced
+
+    async def _replay_history(self, session: RealtimeSession) -> int:
+        """The conversation so far into a new session, as ``history_replay`` says: one user
+        recap item (every server takes it), or one item per utterance (assistant items only
+        where the provider accepts them; else a recap)."""
+        mode = self.settings.history_replay
+        replay = self.history.replay()
+        if mode == "off" or not replay:
+            return 0
+        if mode == "items" and self.settings.provider.assistant_history:
+            for utterance in replay:
+                await session.send(ce.history_message(utterance.role, utterance.text))
+        else:
+            await session.send(ce.history_recap(self.history.recap()))
+        return len(replay)
 
     async def _run(self) -> None:
         async with self._http_factory() as http:
             self._http = http
-            session: RealtimeSession | None = None
-            replayed, renewed, opened_once = 0, False, False
-            while True:
-                if session is None:
-                    opened = await self._connect_once()
-                    if opened is None:
-                        continue
-                    session, replayed = opened
-                    self.reconnects += opened_once
-                    opened_once = True
-                self._session = session
-                self.last_error = None
-                if renewed:
-                    log.info(
-                        "renewed the Realtime session (%s), replayed %d utterances",
-                        session.session_id,
-                        replayed,
-                    )
-                else:
-                    log.info("connected to the Realtime API (session %s)", session.session_id)
-                await self._events.put(
-                    Connected(session.session_id, renewed, replayed, self.output_rate)
-                )
-                await self._serve(session)
-                if self._session is not None and self._session is not session:
-                    # Renewed between turns: carry on with the successor, no reconnect.
-                    await session.close()  # idempotent; the renewal task may not have finished
-                    session, replayed, renewed = self._session, self._last_replayed, True
+            try:
+                await self._keep_alive()
+            finally:
+                # Stop, reload, ask done: leave with a close frame (1000), not a dropped TCP.
+                current, self._session = self._session, None
+                if current is not None:
+                    await current.close()
+
+    async def _keep_alive(self) -> None:
+        """Connect, serve, renew, reconnect: for as long as the supervisor runs."""
+        session: RealtimeSession | None = None
+        replayed, renewed, opened_once = 0, False, False
+        while True:
+            if session is None:
+                opened = await self._connect_once()
+                if opened is None:
                     continue
-                renewed = await self._after_loss(session)
-                session = None
+                session, replayed = opened
+                self.reconnects += opened_once
+                opened_once = True
+            self._session = session
+            self.last_error = None
+            if self._dirty_buffer or self._held_audio:
+                await self._send_held_audio(session)  # a new session's buffer is clean
+            if renewed:
+                log.info(
+                    "renewed the Realtime session (%s), replayed %d utterances",
+                    session.session_id,
+                    replayed,
+                )
+            else:
+                log.info("connected to the Realtime API (session %s)", session.session_id)
+            await self._events.put(
+                Connected(session.session_id, renewed, replayed, self.output_rate)
+            )
+            await self._serve(session)
+            if self._session is not None and self._session is not session:
+                # Renewed between turns: carry on with the successor, no reconnect.
+                await session.close()  # idempotent; the renewal task may not have finished
+                session, replayed, renewed = self._session, self._last_replayed, True
+                continue
+            renewed = await self._after_loss(session)
+            session = None
 
     async def _connect_once(self) -> tuple[RealtimeSession, int] | None:
         """One attempt; on failure report it, wait the backoff (or the cap) and return None."""
@@ -343,6 +542,18 @@ class SessionSupervisor:
                 log, logging.ERROR, "auth", "%s; check the key; retrying every %.0f s", exc, delay
             )
             await self._events.put(AuthRejected(str(exc), delay))
+        except SetupRefused as exc:
+            delay = self.backoff.at_cap()
+            self.last_error = str(exc)
+            self._throttle.log(
+                log,
+                logging.ERROR,
+                "setup",
+                "%s; check the realtime settings; retrying every %.0f s",
+                exc,
+                delay,
+            )
+            await self._events.put(SetupRejected(str(exc), delay))
         except LinkError as exc:
             delay = self.backoff.next_delay()
             self.last_error = str(exc)
@@ -399,9 +610,11 @@ class SessionSupervisor:
 
     async def _renew_when_due(self, session: RealtimeSession) -> None:
         """At ``session_max_s``, open a successor between turns and switch to it atomically."""
-        await asyncio.sleep(max(0.0, self.settings.session_max_s - session.age_s))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, self.settings.session_max_s - session.age_s)):
+                await self._renew_soon.wait()
         while True:
-            if self._idle():
+            if self._idle() or (self._dirty_buffer and not self._in_flight()):
                 try:
                     new, replayed = await self._open(self._http)
                 except LinkError as exc:
@@ -414,13 +627,29 @@ class SessionSupervisor:
                     )
                     await asyncio.sleep(min(5.0, self.backoff.at_cap()))
                     continue
-                if self._idle() and self._session is session:
+                if (self._idle() or self._dirty_buffer) and self._session is session:
                     self._last_replayed = replayed
                     self._session = new  # no await between the check and the switch
+                    self._renew_soon.clear()
+                    await self._send_held_audio(new)
                     await session.close()
                     return
                 await new.close()  # a turn began while we were connecting: try again later
             await asyncio.sleep(RENEWAL_POLL_S)
+
+    async def _send_held_audio(self, session: RealtimeSession) -> None:
+        """The fresh session has a clean buffer: send what the current take said meanwhile."""
+        try:
+            while self._held_audio:
+                pcm16 = self._held_audio.pop(0)
+                await session.send(ce.input_audio_append(pcm16))
+                self._buffer_session = session.session_id
+                self._pending_audio_bytes += len(pcm16)
+        except NotConnected:
+            self._held_audio.clear()
+        finally:
+            self._dirty_buffer = False
+            self._clean.set()
 
     # ---- server events -----------------------------------------------------------------
 
@@ -446,23 +675,33 @@ class SessionSupervisor:
                     self.output_rate = rate
                 return
             case ev.ServerError():
+                if self._response == ASKING and event.is_commit_empty:
+                    self._cancel_ask()
+                    self._response = None
                 if not self._server_error(session, event):
                     return
                 if event.is_auth_failure:
                     await session.close()
             case ev.ResponseCreated(response_id=rid):
+                self._cancel_ask()  # the server answers by itself (its VAD): do not ask too
                 self._response = rid
+            case ev.InputCommitted():
+                self._server_committed = self._turn_active
+                await self._question_ready(event)
             case ev.InputTranscript(transcript=text):
                 self.history.add("user", text)
-            case ev.TranscriptDelta(item_id=item, delta=delta):
-                self._answers.delta(item, delta)
-            case ev.TranscriptDone(item_id=item, text=text):
-                self._answers.done(item, text)
+                await self._question_ready(event)
+            case ev.InputTranscriptFailed():
+                await self._question_ready(event)
+            case ev.TranscriptDelta(item_id=item, delta=delta, channel=channel):
+                self._answers.delta(item, delta, channel)
+            case ev.TranscriptDone(item_id=item, text=text, channel=channel):
+                self._answers.done(item, text, channel)
             case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
                 self._tool_calls.start(session.send, rid, call)
             case ev.OutputItemDone(item_type="message", item_id=item, text=text):
                 self.history.add("assistant", self._answers.finish(item, text))
-            case ev.FunctionCallArgumentsDone(call=call, response_id=rid):
+            case ev.FunctionCallArgumentsDone(call=ev.FunctionCall() as call, response_id=rid):
                 self._tool_calls.start(session.send, rid, call)
             case ev.ResponseDone():
                 self._response_done(session, event)
@@ -474,27 +713,28 @@ class SessionSupervisor:
             log.debug("server: %s", error.message)
             return False
         if error.client_event_id == CLEAR_EVENT_ID:
-            # Yandex documents input_audio_buffer.clear as unsupported: say so once, stop.
+            # Yandex documents input_audio_buffer.clear as unsupported: say so once, stop
+            # asking, and renew the session so the take does not join the next question.
             self._clear_supported = False
             log.info(
-                "the server cannot clear its input buffer (%s); a discarded take may join "
-                "the next question",
-                error.code or error.message,
+                "the server cannot clear its input buffer (%s); renewing the session instead",
+                error.kind or error.message,
             )
+            self._must_renew(session)
             return False
         if error.is_session_expired:
             log.info("the server ended session %s: %s", session.session_id, error.message)
             return False
         if error.is_auth_failure:
-            self.last_error = f"the API key was refused ({error.code})"
-            log.error("the server refused the API key (%s); reconnecting", error.code)
+            self.last_error = f"the API key was refused ({error.kind})"
+            log.error("the server refused the API key (%s); reconnecting", error.kind)
             return True
         self._throttle.log(
             log,
             logging.WARNING,
-            f"error-{error.code}",
+            f"error-{error.kind}",
             "server error %s: %s",
-            error.code or error.type,
+            error.kind or error.type,
             error.message,
         )
         return True
