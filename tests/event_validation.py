@@ -1,19 +1,28 @@
-"""Validation of client events against the `openai` package's GA Realtime types.
+"""Validation of Realtime events against the `openai` package's GA types, by server profile.
 
-See /work/shared/realtime-protocol.md §8. The SDK models are permissive about extra keys and
-strict about a few things Yandex does differently, so the known Yandex deviations are applied
-to a deep copy before validating:
+See /work/shared/realtime-protocol.md §0 and §8, and tests/realtime_profiles.py. The SDK models
+are permissive about extra keys and strict about a few things Yandex does differently, so the
+known deviations of the profile are applied to a deep copy before validating.
 
-- `audio.output.format.rate` may be any of the usual PCM rates (Yandex's sample asks for 44100;
-  the SDK only allows 24000), in `session.update` and in `response.create`;
-- extra keys such as `channels` pass anyway (the models use `extra="allow"`).
+Client events (`validate_client_event(event, profile)`):
 
-On top of the schema, a few checks the SDK types cannot express:
+- ``openai``: nothing is waived; on top of the schema, the session fields OpenAI refuses as
+  unknown (`channels`, `audio.input.languages`, `audio.output.role`) and a string tool
+  `parameters` are problems;
+- ``yandex-2026`` (the default): a `session.update` may leave out `session.type`; the input
+  rate may be 24000 or 44100 and the output rate any usual PCM rate (the SDK allows 24000 only);
+  `languages`/`role` pass; `channels` and a string tool `parameters` are problems;
+- ``legacy`` (transitional, the 2025 allowances): any usual PCM output rate; `session.type`
+  required; `channels` and string `parameters` pass.
+
+In every profile, a few checks the SDK types cannot express:
 
 - `input_audio_buffer.append`: `audio` is strict base64 of an even number of bytes (PCM16);
 - `conversation.item.truncate`: `content_index` is 0 and `audio_end_ms` is >= 0.
 
-`validate_server_event` does the same schema check for server events (used to test the server).
+Server events (`validate_server_event(event, profile)`): the same schema check; except under
+``openai``, Yandex's deviations are allowed: PCM rates other than 24000, no `name` in
+`response.function_call_arguments.done`, no `usage` in the input transcription's `.completed`.
 """
 
 from __future__ import annotations
@@ -23,7 +32,12 @@ import binascii
 import copy
 from typing import Any
 
-ALLOWED_OUTPUT_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
+try:  # importable both as `tests.event_validation` and as a top-level module
+    from . import realtime_profiles as rp
+except ImportError:
+    import realtime_profiles as rp  # type: ignore[no-redef]
+
+ALLOWED_OUTPUT_RATES = rp.PCM_RATES
 
 _adapter: Any = None
 
@@ -41,15 +55,36 @@ def client_event_adapter() -> Any:
     return _adapter
 
 
-def _allow_output_rate(container: Any) -> None:
-    """Replace an allowed non-24000 `audio.output.format.rate` by 24000, in place."""
+def _allow_rate(container: Any, side: str, rates: frozenset[int]) -> None:
+    """Replace an allowed non-24000 `audio.<side>.format.rate` by 24000, in place."""
     if not isinstance(container, dict):
         return
     audio = container.get("audio")
-    output = audio.get("output") if isinstance(audio, dict) else None
-    fmt = output.get("format") if isinstance(output, dict) else None
-    if isinstance(fmt, dict) and fmt.get("rate") in ALLOWED_OUTPUT_RATES:
+    found = audio.get(side) if isinstance(audio, dict) else None
+    fmt = found.get("format") if isinstance(found, dict) else None
+    if isinstance(fmt, dict) and fmt.get("rate") in rates:
         fmt["rate"] = 24000
+
+
+def _allow_output_rate(container: Any) -> None:
+    _allow_rate(container, "output", ALLOWED_OUTPUT_RATES)
+
+
+def _refused_fields(profile: rp.Profile, container: Any, where: str) -> list[str]:
+    """The session fields this profile's server refuses, and string tool `parameters`."""
+    if not isinstance(container, dict):
+        return []
+    problems = []
+    for dotted in profile.unknown_fields if where == "session" else ():
+        node: Any = container
+        for key in dotted.split("."):
+            node = node.get(key, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            problems.append(f"{where}.{dotted}: refused by {profile.name} (unknown_parameter)")
+    refusal = rp.check_tools(profile, container.get("tools"), where)
+    if refusal is not None:
+        problems.append(f"{refusal.param}: refused by {profile.name} (must be an object)")
+    return problems
 
 
 def _format_error(err: dict[str, Any]) -> str:
@@ -57,20 +92,27 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{loc}: {err.get('msg')}" if loc else str(err.get("msg"))
 
 
-def validate_client_event(event: Any) -> list[str]:
+def validate_client_event(event: Any, profile: str | rp.Profile = rp.YANDEX_2026) -> list[str]:
     """Return the problems found in one client event (an empty list means valid)."""
     from pydantic import ValidationError
 
+    prof = rp.get_profile(profile)
     if not isinstance(event, dict):
         return [f"event is not a JSON object: {type(event).__name__}"]
     ev = copy.deepcopy(event)
     etype = ev.get("type")
-    if etype == "session.update":
-        _allow_output_rate(ev.get("session"))
-    elif etype == "response.create":
-        _allow_output_rate(ev.get("response"))
-
+    body_key = {"session.update": "session", "response.create": "response"}.get(etype)
+    body = ev.get(body_key) if isinstance(body_key, str) else None
     problems: list[str] = []
+    if body_key is not None and prof.name != rp.LEGACY:
+        problems += _refused_fields(prof, body, body_key)
+    if isinstance(body, dict) and not prof.strict_validation:
+        _allow_rate(body, "output", prof.output_rates)
+        if prof.name != rp.LEGACY:
+            _allow_rate(body, "input", prof.input_rates)
+        if body_key == "session" and not prof.session_type_required and prof.name != rp.LEGACY:
+            body.setdefault("type", "realtime")
+
     try:
         client_event_adapter().validate_python(ev)
     except ValidationError as exc:
@@ -111,15 +153,23 @@ def server_event_adapter() -> Any:
     return _server_adapter
 
 
-def validate_server_event(event: Any) -> list[str]:
-    """Problems of one server event against the GA types (the Yandex output rates allowed)."""
+def validate_server_event(event: Any, profile: str | rp.Profile = rp.YANDEX_2026) -> list[str]:
+    """Problems of one server event against the GA types (Yandex's deviations allowed unless
+    the profile is openai)."""
     from pydantic import ValidationError
 
+    prof = rp.get_profile(profile)
     if not isinstance(event, dict):
         return [f"event is not a JSON object: {type(event).__name__}"]
     ev = copy.deepcopy(event)
-    for key in ("session", "response"):
-        _allow_output_rate(ev.get(key))
+    if not prof.strict_validation:
+        for key in ("session", "response"):
+            _allow_rate(ev.get(key), "output", ALLOWED_OUTPUT_RATES)
+            _allow_rate(ev.get(key), "input", ALLOWED_OUTPUT_RATES)
+        if ev.get("type") == "response.function_call_arguments.done":
+            ev.setdefault("name", "(not sent)")
+        elif ev.get("type") == "conversation.item.input_audio_transcription.completed":
+            ev.setdefault("usage", {"type": "duration", "seconds": 0.0})
     try:
         server_event_adapter().validate_python(ev)
     except ValidationError as exc:

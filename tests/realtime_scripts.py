@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +99,16 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def default_session(session_id: str, model: str, output_rate: int) -> dict[str, Any]:
+def audio_side(session: Any, side: str) -> dict[str, Any] | None:
+    """`session.audio.<side>` if it is a dict, else None."""
+    audio = session.get("audio") if isinstance(session, dict) else None
+    found = audio.get(side) if isinstance(audio, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def default_session(
+    session_id: str, model: str, output_rate: int, voice: str = "marina"
+) -> dict[str, Any]:
     return {
         "id": session_id,
         "type": "realtime",
@@ -119,7 +129,7 @@ def default_session(session_id: str, model: str, output_rate: int) -> dict[str, 
                     "interrupt_response": True,
                 },
             },
-            "output": {"format": {"type": "audio/pcm", "rate": output_rate}, "voice": "marina"},
+            "output": {"format": {"type": "audio/pcm", "rate": output_rate}, "voice": voice},
         },
         "tools": [],
     }
@@ -223,6 +233,7 @@ class ItemState:
     response_id: str
     text: str = ""  # transcript / text / arguments sent so far
     sent: set[str] = field(default_factory=set)
+    text_too: bool = False  # an audio item whose words also go out as response.output_text.*
 
 
 @dataclass
@@ -296,6 +307,8 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
     item = assistant_item(item_id)
     kind = "text" if answer.text else "audio"
     st = ItemState(item, kind, len(resp.output), conn.last_item_id, resp.id)
+    # yandex-2026: the words of an audio answer come as output_text AND as its audio transcript.
+    st.text_too = kind == "audio" and server.profile.text_on_both_channels
     await _start_item(conn, resp, st)
     ids = {"response_id": resp.id, "item_id": item_id, "output_index": st.output_index}
     ids["content_index"] = 0
@@ -321,8 +334,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
             delta = base64.b64encode(chunk).decode("ascii")
             await conn.emit("response.output_audio.delta", **ids, delta=delta)
             if words[i]:
-                st.text += words[i]
-                await conn.emit("response.output_audio_transcript.delta", **ids, delta=words[i])
+                await _words(conn, st, ids, words[i])
             if fault is not None and i + 1 >= min(fault.after, len(chunks)):
                 if conn.response is resp:
                     conn.response = None
@@ -332,11 +344,17 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
                     conn.request_close(fault.code)
                 return False
         for rest in words[len(chunks) :]:  # only when there is no audio at all
-            st.text += rest
-            await conn.emit("response.output_audio_transcript.delta", **ids, delta=rest)
+            await _words(conn, st, ids, rest)
     await finish_item(conn, st, "completed")
     resp.current = None
     return True
+
+
+async def _words(conn: Any, st: ItemState, ids: dict[str, Any], words: str) -> None:
+    st.text += words
+    if st.text_too:
+        await conn.emit("response.output_text.delta", **ids, delta=words)
+    await conn.emit("response.output_audio_transcript.delta", **ids, delta=words)
 
 
 async def _play_tool_calls(conn: Any, resp: ResponseState, answer: ToolCallAnswer) -> None:
@@ -355,9 +373,9 @@ async def _play_tool_calls(conn: Any, resp: ResponseState, answer: ToolCallAnswe
             st.text += piece
             await conn.emit("response.function_call_arguments.delta", **ids, delta=piece)
         item["arguments"] = arguments
-        await conn.emit(
-            "response.function_call_arguments.done", **ids, name=name, arguments=arguments
-        )
+        if server.profile.name_in_arguments_done:  # not in Yandex's schema
+            ids["name"] = name
+        await conn.emit("response.function_call_arguments.done", **ids, arguments=arguments)
         await finish_item(conn, st, "completed")
         resp.current = None
 
@@ -387,6 +405,8 @@ async def finish_item(conn: Any, st: ItemState, status: str) -> None:
         part_ids = {**ids, "item_id": st.item["id"], "content_index": 0}
         if st.kind == "audio":
             await once("response.output_audio.done", **part_ids)
+            if st.text_too:
+                await once("response.output_text.done", **part_ids, text=st.text)
             await once("response.output_audio_transcript.done", **part_ids, transcript=st.text)
             part = {"type": "audio", "transcript": st.text}
             content = {"type": "audio" if beta else "output_audio", "transcript": st.text}
@@ -400,3 +420,106 @@ async def finish_item(conn: Any, st: ItemState, status: str) -> None:
     item = copy.deepcopy(st.item)
     await once("response.output_item.done", **ids, item=item)
     await once("conversation.item.done", previous_item_id=st.previous_item_id, item=item)
+
+
+# --------------------------------------------------------------------- replaying frames
+
+
+@dataclass(frozen=True)
+class WaitFor:
+    """Replay step: wait until the client sends an event of this type."""
+
+    type: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Replay step: wait this long."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CloseWith:
+    """Replay step: close the WebSocket with this code (the script ends)."""
+
+    code: int = 1000
+
+
+# Server event -> the client event a recorded server frame of that type answers, for traces
+# that hold only the server's side (best effort: server-VAD commits and responses, which the
+# server starts on its own, would wait for nothing in a real trace).
+ANSWERS_TO = {
+    "session.updated": "session.update",
+    "input_audio_buffer.committed": "input_audio_buffer.commit",
+    "input_audio_buffer.cleared": "input_audio_buffer.clear",
+    "response.created": "response.create",
+    "conversation.item.truncated": "conversation.item.truncate",
+    "conversation.item.deleted": "conversation.item.delete",
+    "conversation.item.retrieved": "conversation.item.retrieve",
+}
+
+
+def infer_waits(frames: list[Any]) -> list[Any]:
+    """A replay script from server frames alone: a WaitFor before each frame that answers a
+    client event (ANSWERS_TO), unless the previous frame was server VAD's speech_stopped."""
+    script: list[Any] = []
+    previous = None
+    for frame in frames:
+        ftype = frame.get("type") if isinstance(frame, dict) else None
+        wanted = ANSWERS_TO.get(ftype) if isinstance(ftype, str) else None
+        vad_commit = ftype == "input_audio_buffer.committed" and (
+            previous == "input_audio_buffer.speech_stopped"
+        )
+        if wanted is not None and not vad_commit:
+            script.append(WaitFor(wanted))
+        script.append(frame)
+        previous = ftype
+    return script
+
+
+async def _wait_for_client(conn: Any, wanted: str, seen: int) -> int:
+    """Wait for a client event of type `wanted` at or after index `seen`; the index after it."""
+    while True:
+        conn.client_event.clear()
+        events = conn.record.events
+        while seen < len(events):
+            event = events[seen]
+            seen += 1
+            if isinstance(event, dict) and event.get("type") == wanted:
+                return seen
+        await conn.client_event.wait()
+
+
+def _with_audio(frame: dict[str, Any], rate: int) -> dict[str, Any]:
+    """A recorded audio delta given as its byte count becomes that much tone."""
+    delta = frame.get("delta")
+    if frame.get("type") in ("response.output_audio.delta", "response.audio.delta") and (
+        isinstance(delta, int) and not isinstance(delta, bool)
+    ):
+        pcm = tone(rate, (delta // 2) / rate)[: delta - delta % 2]
+        return {**frame, "delta": base64.b64encode(pcm).decode("ascii")}
+    return frame
+
+
+async def play_script(conn: Any, script: list[Any]) -> None:
+    """The task that replays one connection's script (RealtimeTestServer.script_frames)."""
+    seen = 0
+    try:
+        for step in script:
+            if isinstance(step, WaitFor):
+                seen = await _wait_for_client(conn, step.type, seen)
+            elif isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, CloseWith):
+                conn.request_close(step.code)
+                return
+            elif isinstance(step, dict):
+                text = json.dumps(_with_audio(step, conn.output_rate), ensure_ascii=False)
+                await conn.send_raw(text, json.loads(text))
+            elif isinstance(step, (str, bytes)):
+                await conn.send_raw(step)
+            else:
+                raise TypeError(f"not a replay step: {step!r}")
+    except Gone:
+        pass

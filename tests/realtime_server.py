@@ -1,20 +1,41 @@
-"""A local test double of Yandex's speech-to-speech Realtime API (OpenAI Realtime GA protocol).
+"""A local test double of the Realtime API servers (OpenAI Realtime GA protocol), by profile.
 
 An aiohttp WebSocket server on 127.0.0.1 with a random free port. See
-/work/shared/realtime-protocol.md for the protocol it speaks. Usage::
+/work/shared/realtime-protocol.md (section 0: the 2026 formats) for the protocol it speaks, and
+tests/realtime_profiles.py for what each profile expects and refuses. Usage::
 
-    async with RealtimeTestServer() as server:
+    async with RealtimeTestServer() as server:          # profile="yandex-2026", the default
         server.answers.append(AudioAnswer("Hello"))
-        ...connect to f"{server.url}?model={MODEL}" with "Authorization: api-key test-key"...
+        ...connect to server.endpoint with {"Authorization": server.auth_header}...
 
-The test scripts a scenario through `answers`, `user_transcripts` and the fault methods, then
-checks what the client did through the recordings (`connections`, `received`, ...).
+Profiles: ``"yandex-2026"`` (default), ``"openai"``, and ``"legacy"`` (TRANSITIONAL: the 2025
+path and shapes, everything accepted; only until the old tests move). Every refusal is a GA
+``error`` event naming the client's ``event_id``; a refused session.update leaves the session as
+it was.
+
+The test scripts a scenario through `answers`, `user_transcripts`, the delays and the fault
+methods (or replays recorded frames with `script_frames`), then checks what the client did
+through the recordings (`connections`, `received`, `committed_audio`, `early_responses`, ...).
+
+Audio in: PCM16 mono at the session's input rate (24000 unless the client's session.update
+names another rate the profile allows); the 100 ms commit minimum and the VAD frames are
+measured at that rate, and each `committed_audio` entry carries its `rate`.
+
+Input transcription: `conversation.item.input_audio_transcription.completed` of a committed item
+arrives `transcript_delay_s` after the commit (0 = right after `conversation.item.added`, as the
+legacy profile does). Under yandex-2026 a `response.create` that arrives while the transcript of
+the last committed item is still pending gets the EMPTY ANSWER: a complete audio response of
+0.2 s of 220 Hz tone whose words are `EMPTY_QUESTION_TRANSCRIPT` ("Я не расслышала вопрос."),
+or `early_answer` if set; the scripted answers are NOT consumed, and the event is recorded in
+`early_responses`.
 
 Server VAD is simulated once a client's session.update sets `turn_detection` to server_vad (the
-default session's VAD is not, so scripted push-to-talk tests need not turn it off): an energy
-detector over the appended audio sends `speech_started`/`speech_stopped`, commits by itself and,
-with `create_response`, plays the next scripted answer; with `interrupt_response`, speech during
-a response cancels it (`response.done` cancelled, reason turn_detected).
+default session's VAD is not, so scripted push-to-talk tests need not turn it off), or always
+when `keeps_server_vad` is set (a server that ignores `turn_detection: null` and says so in
+session.updated): an energy detector over the appended audio sends
+`speech_started`/`speech_stopped`, commits by itself and, with `create_response`, plays the next
+scripted answer; with `interrupt_response`, speech during a response cancels it
+(`response.done` cancelled, reason turn_detected).
 """
 
 from __future__ import annotations
@@ -28,7 +49,6 @@ import copy
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -38,9 +58,11 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 try:  # importable both as `tests.realtime_server` and as a top-level module
+    from . import realtime_profiles as rp
     from . import realtime_scripts as rs
     from .event_validation import client_event_adapter, validate_client_event
 except ImportError:
+    import realtime_profiles as rp  # type: ignore[no-redef]
     import realtime_scripts as rs  # type: ignore[no-redef]
     from event_validation import client_event_adapter, validate_client_event  # type: ignore[no-redef]
 
@@ -49,27 +71,68 @@ ToolCallAnswer = rs.ToolCallAnswer
 ErrorAnswer = rs.ErrorAnswer
 Answer = rs.Answer
 tone = rs.tone
+WaitFor = rs.WaitFor
+Pause = rs.Pause
+CloseWith = rs.CloseWith
+Profile = rp.Profile
+PROFILES = rp.PROFILES
+YANDEX_2026 = rp.YANDEX_2026
+OPENAI = rp.OPENAI
+LEGACY = rp.LEGACY
+YANDEX_MODEL_QUERY = rp.YANDEX_MODEL_QUERY
+OPENAI_MODEL = rp.OPENAI_MODEL
+EMPTY_QUESTION_TRANSCRIPT = rp.EMPTY_QUESTION_TRANSCRIPT
 
 __all__ = [
+    "EMPTY_QUESTION_TRANSCRIPT",
+    "LEGACY",
+    "LEGACY_PATH",
     "MODEL",
+    "OPENAI",
+    "OPENAI_MODEL",
     "PATH",
+    "PROFILES",
+    "YANDEX_2026",
+    "YANDEX_MODEL_QUERY",
     "AudioAnswer",
+    "CloseWith",
+    "CommittedAudio",
     "ConnectionRecord",
     "ErrorAnswer",
+    "Pause",
+    "Profile",
     "RealtimeTestServer",
     "ToolCallAnswer",
+    "WaitFor",
     "tone",
 ]
 
 log = logging.getLogger(__name__)
 
-PATH = "/v1/realtime/openai"
-MODEL = "gpt://test-folder/speech-realtime-250923"
-INPUT_RATE = 24000
-MIN_COMMIT_BYTES = INPUT_RATE * 2 // 10  # 100 ms of PCM16 mono at 24 kHz
+PATH = rp.PROFILES[rp.YANDEX_2026].path  # both 2026 profiles: /v1/realtime
+LEGACY_PATH = rp.PROFILES[rp.LEGACY].path  # the 2025 path, legacy profile only
+MODEL = rp.YANDEX_MODEL_QUERY  # the model query of the yandex profiles (kept for old tests)
+INPUT_RATE = 24000  # the default input rate; a session.update may name another one
+MIN_COMMIT_MS = 100
 VAD_FRAME_MS = 10
 VAD_LEVEL = 0.02  # server VAD: a frame is speech if its RMS (full scale 1) > threshold x this
-_MODEL_RE = re.compile(r"^gpt://[^/]+/\S+$")
+
+
+class CommittedAudio(bytes):
+    """The PCM16 bytes of one commit (compares equal to plain bytes), with its input `rate`."""
+
+    rate: int
+    item_id: str
+    connection: int
+
+    def __new__(cls, audio: bytes, rate: int, item_id: str, connection: int) -> CommittedAudio:
+        obj = super().__new__(cls, audio)
+        obj.rate, obj.item_id, obj.connection = rate, item_id, connection
+        return obj
+
+    @property
+    def ms(self) -> float:
+        return len(self) * 1000 / (2 * self.rate)
 
 
 @dataclass
@@ -96,6 +159,7 @@ class _Conn:
         self.ws: web.WebSocketResponse = ws
         self.record: ConnectionRecord = record
         self.output_rate = server.output_rate
+        self.profile: rp.Profile = server.profile
         self.buffer = bytearray()
         self.items: dict[str, dict[str, Any]] = {}  # the conversation, in order
         self.audio_sent: dict[str, int] = {}  # assistant item id -> audio bytes sent
@@ -113,6 +177,20 @@ class _Conn:
         self.vad_item: str | None = None  # the user item of the speech being heard
         self.vad_quiet_ms = 0
         self.vad_chosen = False  # the client set turn_detection (the default is not simulated)
+        # Input transcription: item id -> the task that will send its .completed event.
+        self.pending_transcripts: dict[str, asyncio.Task[None]] = {}
+        self.last_commit: str | None = None  # the item id of the last committed audio
+        # Replay (server.script_frames): the script task and a flag set on each client event.
+        self.script_task: asyncio.Task[None] | None = None
+        self.client_event = asyncio.Event()
+
+    @property
+    def input_rate(self) -> int:
+        audio = self.record.session.get("audio")
+        audio_in = audio.get("input") if isinstance(audio, dict) else None
+        fmt = audio_in.get("format") if isinstance(audio_in, dict) else None
+        rate = fmt.get("rate") if isinstance(fmt, dict) else None
+        return rate if isinstance(rate, int) and rate > 0 else INPUT_RATE
 
     @property
     def last_item_id(self) -> str | None:
@@ -141,9 +219,12 @@ class _Conn:
         text = json.dumps({"type": type_, "event_id": self.server.new_id("event"), **fields})
         await self.send_raw(text, json.loads(text))
 
+    async def refuse(self, refusal: rp.Refusal, event: Any) -> None:
+        await self.error(refusal.code, refusal.message, refusal.param, event, type_=refusal.type)
+
     async def error(
         self,
-        code: str,
+        code: str | None,
         message: str,
         param: str | None = None,
         event: Any = None,
@@ -170,19 +251,36 @@ class _Conn:
             transport.abort()
             self.aborted = True
 
+    def background_tasks(self) -> list[asyncio.Task[Any]]:
+        tasks = [self.timer, self.response.task if self.response else None, self.script_task]
+        tasks += self.pending_transcripts.values()
+        return [t for t in tasks if t is not None]
+
     def stop_answering(self) -> None:
-        for task in (self.timer, self.response.task if self.response else None):
-            if task is not None and not task.done() and task is not asyncio.current_task():
+        for task in self.background_tasks():
+            if not task.done() and task is not asyncio.current_task():
                 task.cancel()
         self.response = None
 
 
 class RealtimeTestServer:
-    """The Realtime API test double. See the module docstring and the attributes below."""
+    """The Realtime API test double. See the module docstring and the attributes below.
 
-    def __init__(self, *, api_key: str = "test-key", output_rate: int = 44100) -> None:
+    `profile`: "yandex-2026" (default), "openai" or "legacy" (or a `Profile`); `output_rate`:
+    the rate the server sends audio at and reports in session.updated whatever the client
+    asked (default: the profile's, 44100 for Yandex, 24000 for OpenAI).
+    """
+
+    def __init__(
+        self,
+        *,
+        profile: str | rp.Profile = rp.YANDEX_2026,
+        api_key: str = "test-key",
+        output_rate: int | None = None,
+    ) -> None:
+        self.profile: rp.Profile = rp.get_profile(profile)
         self.api_key = api_key
-        self.output_rate = output_rate
+        self.output_rate = output_rate or self.profile.default_output_rate
         self.host = "127.0.0.1"
         self.port: int | None = None
         # Scenario scripting.
@@ -190,7 +288,18 @@ class RealtimeTestServer:
         self.default_answer: Answer = AudioAnswer("Hello from the test server.")
         self.user_transcripts: collections.deque[str] = collections.deque()
         self.beta_names = False
-        self.answer_delay_s = 0.0
+        self.answer_delay_s = 0.0  # the response delay: response.create -> response.created
+        # commit -> ...input_audio_transcription.completed (0: sent right after the commit)
+        self.transcript_delay_s = self.profile.transcript_delay_s
+        # The answer to a response.create sent before the transcript is done (yandex-2026);
+        # None: 0.2 s of 220 Hz tone saying EMPTY_QUESTION_TRANSCRIPT.
+        self.early_answer: Answer | None = None
+        # A server that ignores `turn_detection: null`: session.updated keeps reporting
+        # server_vad and the server runs its VAD (commits and answers on its own).
+        self.keeps_server_vad = False
+        # yandex-2026: after refusing an assistant history item, also close with this code
+        # (a third party reports the refusal "breaks the dialog"); None keeps the session open.
+        self.assistant_item_close_code: int | None = None
         self.session_max_s: float | None = None
         self.pace_realtime = False
         self.late_deltas_on_interrupt = 0  # see _late_audio
@@ -204,7 +313,13 @@ class RealtimeTestServer:
         self.validation_errors: list[str] = []
         self.handshakes: list[tuple[float, int]] = []
         self.call_ids: list[str] = []
+        # response.create refused an answer because the transcript was pending (yandex-2026):
+        # {"connection": index, "item_id": the committed item whose transcript was pending}
+        self.early_responses: list[dict[str, Any]] = []
         # Internals.
+        self._session_refusals: collections.deque[tuple[rp.Refusal, int | None]]
+        self._session_refusals = collections.deque()
+        self._scripts: collections.deque[list[Any]] = collections.deque()
         self._refusals: collections.deque[int] = collections.deque()
         self._refuse_until: tuple[float, int] | None = None
         self._auth_errors = 0
@@ -232,7 +347,33 @@ class RealtimeTestServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}{PATH}"
+        """The WebSocket URL without the query (the profile's path)."""
+        return f"ws://{self.host}:{self.port}{self.profile.path}"
+
+    @property
+    def model_query(self) -> str:
+        """A `model` query value this profile accepts (YANDEX_MODEL_QUERY or OPENAI_MODEL)."""
+        return self.profile.model_query
+
+    @property
+    def endpoint(self) -> str:
+        """`url` with the `model` query this profile accepts."""
+        return f"{self.url}?model={self.model_query}"
+
+    @property
+    def auth_header(self) -> str:
+        """An `Authorization` value this server accepts (Api-Key for Yandex, Bearer for OpenAI)."""
+        scheme = "Api-Key" if "api-key" in self.profile.auth_schemes else "Bearer"
+        return f"{scheme} {self.api_key}"
+
+    @property
+    def response_delay_s(self) -> float:
+        """The same as `answer_delay_s`."""
+        return self.answer_delay_s
+
+    @response_delay_s.setter
+    def response_delay_s(self, seconds: float) -> None:
+        self.answer_delay_s = seconds
 
     async def __aenter__(self) -> RealtimeTestServer:
         await self.start()
@@ -244,7 +385,7 @@ class RealtimeTestServer:
     async def start(self) -> None:
         client_event_adapter()  # build it now (~0.5 s once), not on the first client event
         app = web.Application()
-        app.router.add_get(PATH, self._handle)
+        app.router.add_get(self.profile.path, self._handle)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -319,6 +460,33 @@ class RealtimeTestServer:
         fault, self._fault = self._fault, None
         return fault
 
+    def refuse_session_update(
+        self,
+        times: int = 1,
+        *,
+        code: str | None = "invalid_value",
+        message: str = "The session configuration is not supported.",
+        param: str | None = "session",
+        close_code: int | None = None,
+    ) -> None:
+        """Refuse the next `times` session.updates whatever they hold: an `error` naming the
+        update's event_id (session unchanged), then, with `close_code`, a close with it."""
+        refusal = rp.Refusal(code, message, param)
+        self._session_refusals.extend([(refusal, close_code)] * times)
+
+    def script_frames(self, frames: list[Any]) -> None:
+        """Replay: the NEXT accepted connection plays `frames` in order instead of answering.
+
+        Each step is a server frame to send (a dict, sent as JSON as it is, or a str/bytes raw
+        frame), `WaitFor(type)` (wait until the client sends an event of that type, counting from
+        the previous wait), `Pause(seconds)` or `CloseWith(code)`. The server sends nothing of its
+        own (no session.created unless the frames hold one); the handshake checks still apply,
+        client events are still recorded and validated. An output_audio delta given as an int
+        (a trace's byte count) is sent as that many bytes of tone. After the last step the
+        connection stays open and silent. See also `rs.infer_waits()`.
+        """
+        self._scripts.append(list(frames))
+
     async def send_error_now(
         self, code: str, message: str, type: str = "invalid_request_error"
     ) -> None:
@@ -377,10 +545,10 @@ class RealtimeTestServer:
         if self._refuse_until is not None and now < self._refuse_until[0]:
             return self._refuse_until[1], "refused by the test"
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() not in ("api-key", "bearer") or token.strip() != self.api_key:
+        if scheme.lower() not in self.profile.auth_schemes or token.strip() != self.api_key:
             return 401, "The API key is missing or invalid"
-        if not _MODEL_RE.match(request.query.get("model", "")):
-            return 400, "Query parameter model=gpt://<folder>/<model> is required"
+        if not self.profile.model_pattern.match(request.query.get("model", "")):
+            return 400, self.profile.model_hint
         return 101, ""
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -410,8 +578,12 @@ class RealtimeTestServer:
                 return ws
             session_id = self.new_id("sess")
             model = request.query["model"]
-            record.session = rs.default_session(session_id, model, conn.output_rate)
-            await conn.emit("session.created", session=copy.deepcopy(record.session))
+            voice = self.profile.default_voice
+            record.session = rs.default_session(session_id, model, conn.output_rate, voice)
+            if self._scripts:
+                conn.script_task = self.spawn(rs.play_script(conn, self._scripts.popleft()))
+            else:
+                await conn.emit("session.created", session=copy.deepcopy(record.session))
             if self.session_max_s is not None:
                 conn.timer = self.spawn(self._expire(conn, self.session_max_s))
             await self._read_loop(conn)
@@ -454,7 +626,7 @@ class RealtimeTestServer:
             self._live.remove(conn)
         if conn.close_task is not None and not conn.close_task.done():
             await asyncio.wait([conn.close_task], timeout=2.0)
-        tasks = [t for t in (conn.timer, conn.response and conn.response.task) if t]
+        tasks = conn.background_tasks()
         conn.response = None
         for task in tasks:
             task.cancel()
@@ -502,8 +674,11 @@ class RealtimeTestServer:
         conn.record.events.append(event)
         self.received.append(event)
         etype = event.get("type") if isinstance(event, dict) else None
-        for problem in validate_client_event(event):
+        for problem in validate_client_event(event, self.profile.name):
             self.validation_errors.append(f"{etype}: {problem}")
+        if conn.script_task is not None:  # replaying: the script answers, not the handlers
+            conn.client_event.set()
+            return
         if not isinstance(event, dict):
             await conn.error("invalid_event", "An event must be a JSON object")
             return
@@ -523,16 +698,27 @@ class RealtimeTestServer:
 
     async def _on_session_update(self, conn: _Conn, event: dict[str, Any]) -> None:
         update = event.get("session")
-        if not isinstance(update, dict):
-            await conn.error("missing_required_parameter", "session is required", "session", event)
+        refusal = rp.check_session(self.profile, update)
+        close_code = None
+        if refusal is None and self._session_refusals:
+            refusal, close_code = self._session_refusals.popleft()
+        if refusal is not None:
+            await conn.refuse(refusal, event)
+            if close_code is not None:
+                conn.request_close(close_code)
             return
-        session = conn.record.session
-        audio_in = (
-            update.get("audio", {}).get("input") if isinstance(update.get("audio"), dict) else None
-        )
-        if isinstance(audio_in, dict) and "turn_detection" in audio_in:
+        assert isinstance(update, dict)
+        update = {k: v for k, v in update.items() if k not in ("id", "object")}
+        audio_in = rs.audio_side(update, "input")
+        if audio_in is not None and "turn_detection" in audio_in:
             conn.vad_chosen = True
-        rs.deep_merge(session, {k: v for k, v in update.items() if k not in ("id", "object")})
+            if self.keeps_server_vad and audio_in["turn_detection"] is None:
+                update = copy.deepcopy(update)
+                del rs.audio_side(update, "input")["turn_detection"]  # type: ignore[index]
+        if self.keeps_server_vad:
+            conn.vad_chosen = True
+        session = conn.record.session
+        rs.deep_merge(session, update)
         # The server's output rate wins: the client must read it from session.updated.
         if not isinstance(session.get("audio"), dict):
             session["audio"] = {}
@@ -560,7 +746,8 @@ class RealtimeTestServer:
         """Server VAD, by energy: speech_started when a frame is loud, speech_stopped after
         silence_duration_ms of quiet, then the commit and (create_response) the next answer;
         with interrupt_response, speech during a response cancels it (turn_detected)."""
-        frame_bytes = INPUT_RATE * 2 * VAD_FRAME_MS // 1000
+        rate = conn.input_rate
+        frame_bytes = rate * 2 * VAD_FRAME_MS // 1000
         level = float(vad.get("threshold") or 0.5) * VAD_LEVEL * 32768
         padding_ms = int(vad.get("prefix_padding_ms") or 0)
         silence_ms = int(vad.get("silence_duration_ms") or 500)
@@ -595,46 +782,70 @@ class RealtimeTestServer:
             if vad.get("create_response", True) and conn.response is None:
                 self._start_response(conn)
         if conn.vad_item is None:  # between utterances only the prefix padding is kept
-            keep = INPUT_RATE * 2 * padding_ms // 1000
+            keep = rate * 2 * padding_ms // 1000
             del conn.buffer[: max(0, len(conn.buffer) - keep)]
 
     async def _on_commit(self, conn: _Conn, event: dict[str, Any]) -> None:
-        ms = len(conn.buffer) * 1000 / (2 * INPUT_RATE)
-        if len(conn.buffer) < MIN_COMMIT_BYTES:
+        ms = len(conn.buffer) * 1000 / (2 * conn.input_rate)
+        if ms < MIN_COMMIT_MS:
             message = (
                 "Error committing input audio buffer: buffer too small. Expected at least "
                 f"100ms of audio, but buffer only has {ms:.2f}ms of audio."
             )
             await conn.error("input_audio_buffer_commit_empty", message, event=event)
             return
-        await self._commit_buffer(conn)
+        item_id, conn.vad_item = conn.vad_item, None  # the speech server VAD had started, if any
+        conn.vad_quiet_ms = 0
+        await self._commit_buffer(conn, item_id)
 
     async def _commit_buffer(self, conn: _Conn, item_id: str | None = None) -> None:
-        ms = len(conn.buffer) * 1000 / (2 * INPUT_RATE)
-        audio = bytes(conn.buffer)
+        rate = conn.input_rate
+        ms = len(conn.buffer) * 1000 / (2 * rate)
+        item_id = item_id or self.new_id("item")
+        self.committed_audio.append(
+            CommittedAudio(bytes(conn.buffer), rate, item_id, conn.record.index)
+        )
         conn.buffer.clear()
-        self.committed_audio.append(audio)
         transcript = (
             self.user_transcripts.popleft() if self.user_transcripts else f"user audio {ms:.0f} ms"
         )
-        item_id = item_id or self.new_id("item")
         previous = conn.last_item_id
         item = rs.user_audio_item(item_id)
         conn.items[item_id] = item
+        conn.last_commit = item_id
         await conn.emit("input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
         await conn.emit(
             "conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item)
         )
-        item["content"][0]["transcript"] = transcript
-        await conn.emit(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item_id,
-            content_index=0,
-            transcript=transcript,
-            usage={"type": "duration", "seconds": round(ms / 1000, 3)},
-        )
+        if self.transcript_delay_s > 0:
+            task = self.spawn(self._transcribe(conn, item, transcript, ms, self.transcript_delay_s))
+            conn.pending_transcripts[item_id] = task
+        else:
+            await self._transcribe(conn, item, transcript, ms, 0.0)
+
+    async def _transcribe(
+        self, conn: _Conn, item: dict[str, Any], transcript: str, ms: float, delay_s: float
+    ) -> None:
+        """Send the committed item's ...input_audio_transcription.completed (after delay_s)."""
+        try:
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            item["content"][0]["transcript"] = transcript
+            fields: dict[str, Any] = {"item_id": item["id"], "content_index": 0}
+            fields["transcript"] = transcript
+            if self.profile.usage_in_transcription:
+                fields["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}
+            with contextlib.suppress(rs.Gone):
+                await conn.emit("conversation.item.input_audio_transcription.completed", **fields)
+        finally:
+            conn.pending_transcripts.pop(item["id"], None)
 
     async def _on_clear(self, conn: _Conn, event: dict[str, Any]) -> None:
+        if not self.profile.clear_supported:
+            # Yandex's reference error for it has no code at all (shared/traces F).
+            message = "input_audio_buffer.clear is not supported"
+            await conn.error(None, message, event=event)
+            return  # and the buffer keeps its audio
         conn.buffer.clear()
         await conn.emit("input_audio_buffer.cleared")
 
@@ -646,6 +857,11 @@ class RealtimeTestServer:
         if item.get("type") == "function_call_output" and item.get("call_id") not in conn.call_ids:
             message = f"Tool call ID {item.get('call_id')!r} not found in conversation."
             await conn.error("invalid_value", message, "item.call_id", event)
+            return
+        if not self.profile.assistant_items and item.get("role") == "assistant":
+            await conn.error(None, rp.ASSISTANT_ITEM_MESSAGE, event=event)
+            if self.assistant_item_close_code is not None:
+                conn.request_close(self.assistant_item_close_code)
             return
         item = copy.deepcopy(item)
         if not item.get("id"):
@@ -709,10 +925,28 @@ class RealtimeTestServer:
             )
             await conn.error("conversation_already_has_active_response", message, event=event)
             return
+        body = event.get("response")
+        refusal = (
+            rp.check_tools(self.profile, body.get("tools"), "response")
+            if isinstance(body, dict)
+            else None
+        )
+        if refusal is not None:
+            await conn.refuse(refusal, event)
+            return
+        pending = conn.last_commit
+        if self.profile.empty_answer_before_transcript and pending in conn.pending_transcripts:
+            self.early_responses.append({"connection": conn.record.index, "item_id": pending})
+            early = self.early_answer or AudioAnswer(
+                rp.EMPTY_QUESTION_TRANSCRIPT, pcm=tone(conn.output_rate, 0.2, freq=220.0)
+            )
+            self._start_response(conn, early)
+            return
         self._start_response(conn)
 
-    def _start_response(self, conn: _Conn) -> None:
-        answer = self.answers.popleft() if self.answers else self.default_answer
+    def _start_response(self, conn: _Conn, answer: Answer | None = None) -> None:
+        if answer is None:
+            answer = self.answers.popleft() if self.answers else self.default_answer
         resp = rs.ResponseState(self.new_id("resp"))
         conn.response = resp
         resp.task = self.spawn(rs.play_response(conn, resp, answer))
