@@ -13,6 +13,7 @@ from realtime_server import MODEL, RealtimeTestServer
 from virtual_alsa import virtual_alsa, virtual_alsa_reset  # noqa: F401 (fixtures)
 
 from appliance.config import ApiKey
+from appliance.protocol.providers import OPENAI, YANDEX, Provider
 from appliance.realtime.backoff import Backoff
 from appliance.realtime.supervisor import LinkSettings
 
@@ -20,21 +21,39 @@ from appliance.realtime.supervisor import LinkSettings
 SECRET = "sk-TEST-7f3a9c-never-print-me"
 
 
-@pytest.fixture
-async def server():
-    async with RealtimeTestServer(api_key=SECRET) as srv:
+# Every test of the link runs against each kind of server the box must serve.
+SERVER_PROFILES = ("yandex-2026", "openai")
+
+
+@pytest.fixture(params=SERVER_PROFILES)
+async def server(request):
+    async with RealtimeTestServer(profile=request.param, api_key=SECRET) as srv:
         yield srv
-        assert srv.validation_errors == [], "the client sent events the GA types reject"
+        assert srv.validation_errors == [], "the client sent events the server's types reject"
+
+
+def provider_of(server: RealtimeTestServer) -> Provider:
+    """The client-side provider that speaks to this server profile."""
+    return OPENAI if server.profile.name == "openai" else YANDEX
+
+
+def realtime_config_lines(server: RealtimeTestServer) -> str:
+    """The ``realtime:`` settings (indented, no header) that point a box at this server."""
+    if server.profile.name == "openai":
+        return f"  provider: openai\n  url: {server.url}\n"
+    folder, model = MODEL.removeprefix("gpt://").split("/")
+    return f"  url: {server.url}\n  folder_id: {folder.replace('-', '')}\n  model: {model}\n"
 
 
 def link_settings(server: RealtimeTestServer, **overrides) -> LinkSettings:
-    folder, model = MODEL.removeprefix("gpt://").split("/")
+    provider = provider_of(server)
     values = dict(
-        endpoint=f"{server.url}?model=gpt://{folder}/{model}",
+        endpoint=f"{server.url}?model={server.profile.model_query}",
+        provider=provider,
         api_key=ApiKey(SECRET),
-        voice="marina",
+        voice=server.profile.default_voice,
         instructions="Be brief.",
-        output_rate=44100,
+        output_rate=server.output_rate,
         connect_timeout_s=2.0,
         heartbeat_s=5.0,
         session_max_s=300.0,

@@ -29,7 +29,7 @@ async def ask_once(link, question=QUESTION, timeout=5.0):
     try:
         await link.append_audio(question)
         await link.commit()
-        await link.create_response()
+        link.ask_when_ready()
         seen = []
         while True:
             seen += await until(link, (ev.ResponseDone, Disconnected), timeout)

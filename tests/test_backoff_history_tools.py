@@ -173,10 +173,10 @@ async def test_string_results_pass_unchanged_and_specs_include_server_tools():
 # ---- answer transcripts -----------------------------------------------------------------
 
 
-def test_answer_transcript_prefers_done_then_deltas_then_item_text():
-    from appliance.realtime.history import AnswerTranscripts
+def test_answer_words_prefer_done_then_deltas_then_item_text():
+    from appliance.realtime.history import AnswerWords
 
-    answers = AnswerTranscripts()
+    answers = AnswerWords()
     answers.delta("a", "Hel")
     answers.delta("a", "lo")
     answers.done("a", "Hello!")
@@ -189,3 +189,40 @@ def test_answer_transcript_prefers_done_then_deltas_then_item_text():
     answers.done("e", "also open")
     assert answers.finish_all() == ["open", "also open"]
     assert answers.finish_all() == []
+
+
+def test_answer_words_on_two_channels_are_one_answer():
+    """A server that sends the words as output_text and as the audio transcript: shown live
+    once (on the channel that spoke first), kept once (the audio transcript preferred)."""
+    from appliance.realtime.history import AnswerWords
+
+    words = AnswerWords()
+    shown = [
+        words.delta("a", "Сегодня", "text"),
+        words.delta("a", "Сегодня", "audio"),
+        words.delta("a", " солнечно.", "text"),
+        words.delta("a", " солнечно.", "audio"),
+    ]
+    assert "".join(s for s in shown if s) == "Сегодня солнечно."
+    words.done("a", "Сегодня солнечно!", "text")
+    words.done("a", "Сегодня солнечно.", "audio")
+    assert words.joined() == "Сегодня солнечно."
+    words.delta("b", "Потом", "text")  # a second item with text only
+    assert words.joined() == "Сегодня солнечно. Потом"
+    assert words.finish("a") == "Сегодня солнечно."
+
+
+def test_history_keeps_a_late_transcript_in_its_place():
+    from appliance.realtime.history import ConversationHistory
+
+    history = ConversationHistory(1000)
+    history.reserve("item_q1")  # committed; the transcript is still on its way
+    history.add("assistant", "Noon.")
+    history.add("user", "What time is it?", "item_q1")
+    history.reserve("item_q2")  # never transcribed: not replayed
+    assert [(u.role, u.text) for u in history.replay()] == [
+        ("user", "What time is it?"),
+        ("assistant", "Noon."),
+    ]
+    assert history.recap().endswith("User: What time is it?\nAssistant: Noon.")
+    assert len(history) == 2

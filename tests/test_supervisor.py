@@ -36,18 +36,34 @@ def supervisor(server, tools=None, **overrides):
 
 
 async def test_connect_and_one_turn(server):
-    pcm = tone(44100, 0.3)
+    pcm = tone(server.output_rate, 0.3)
     server.answers.append(AudioAnswer("Сейчас полдень.", pcm))
     server.user_transcripts.append("Который час?")
     async with supervisor(server) as link:
         connected = (await until(link, Connected))[-1]
-        assert connected == Connected(connected.session_id, False, 0, 44100)
+        assert connected == Connected(connected.session_id, False, 0, server.output_rate)
         events = await ask_once(link)
+        late = (
+            [] if ev.InputTranscript in map(type, events) else await until(link, ev.InputTranscript)
+        )
     assert audio_of(events) == pcm
     assert events[-1] == ev.ResponseDone(events[-1].response_id, "completed")
-    transcript = "".join(e.delta for e in events if isinstance(e, ev.TranscriptDelta))
-    assert transcript.strip() == "Сейчас полдень."
-    assert ev.InputTranscript in {type(e) for e in events}
+    spoken = "".join(
+        e.delta for e in events if isinstance(e, ev.TranscriptDelta) and e.channel == "audio"
+    )
+    assert spoken.strip() == "Сейчас полдень."
+    # Yandex also sends the words as output_text: the same answer, not a second one.
+    channels = {e.channel for e in events if isinstance(e, ev.TranscriptDelta)}
+    assert channels == ({"audio", "text"} if server.profile.text_on_both_channels else {"audio"})
+    # The answer was asked for only once the server had the question (and, on Yandex, its
+    # transcript): never an empty question.
+    first = server.connections[0]
+    order = [e.get("type") for e in first.sent if isinstance(e, dict)]
+    asked_after = order.index("response.created")
+    assert order.index("input_audio_buffer.committed") < asked_after
+    if link.settings.provider.transcript_before_response:
+        done = "conversation.item.input_audio_transcription.completed"
+        assert order.index(done) < asked_after
     # What the server saw: session.update first (push-to-talk), the audio, commit, response.
     first = server.connections[0]
     types = [e["type"] for e in first.events]
@@ -281,11 +297,43 @@ async def test_renewal_between_turns_replays_history(server):
         assert renewed.session_id != first.session_id
         events = await ask_once(link)
     assert events[-1].status == "completed"
+    # One user recap item: every server takes it (Yandex refuses assistant text items).
     replayed = [
-        (item["role"], item["content"][0]["text"]) for item in server.connections[1].conversation
+        (item["role"], item["content"][0]["type"], item["content"][0]["text"])
+        for item in server.connections[1].conversation
     ]
-    assert replayed == [("user", "First question"), ("assistant", "First answer.")]
-    assert server.connections[0].close_code is not None
+    assert len(replayed) == 1
+    role, part, text = replayed[0]
+    assert (role, part) == ("user", "input_text")
+    assert text.startswith("Earlier in this conversation")
+    assert text.index("User: First question") < text.index("Assistant: First answer.")
+    assert server.connections[0].close_code == 1000  # left with a close frame
+
+
+async def test_history_as_items_where_the_server_takes_them(server):
+    server.user_transcripts.extend(["First question", "Second question"])
+    server.answers.extend([AudioAnswer("First answer."), AudioAnswer("Second answer.")])
+    async with supervisor(server, session_max_s=0.5, history_replay="items") as link:
+        await until(link, Connected)
+        await ask_once(link)
+        assert (await until(link, Connected, timeout=5))[-1].renewed
+    items = server.connections[1].conversation
+    if server.profile.assistant_items:
+        assert [(i["role"], i["content"][0]["text"]) for i in items] == [
+            ("user", "First question"),
+            ("assistant", "First answer."),
+        ]
+    else:  # Yandex: a recap instead of the assistant item it would refuse
+        assert [i["role"] for i in items] == ["user"] and "First answer." in str(items)
+
+
+async def test_history_replay_off(server):
+    server.answers.append(AudioAnswer("First answer."))
+    async with supervisor(server, session_max_s=0.5, history_replay="off") as link:
+        await until(link, Connected)
+        await ask_once(link)
+        renewed = (await until(link, Connected, timeout=5))[-1]
+    assert renewed.replayed == 0 and server.connections[1].conversation == []
 
 
 async def test_renewal_never_cuts_an_answer(server):
@@ -329,8 +377,9 @@ async def test_the_key_never_appears_in_logs_events_or_reprs(server, caplog):
 
 
 async def test_a_discarded_take_does_not_join_the_next_question(server):
-    """A press too short (or a turn failed while listening): its audio is cleared on the
-    server, and the next question is committed alone."""
+    """A take that reached the server and is then dropped (a turn failed while listening):
+    OpenAI clears its buffer; Yandex cannot, so the session is renewed (with its history)
+    before the next question, which is committed alone either way."""
     async with supervisor(server) as link:
         await until(link, Connected)
         link.begin_turn()
@@ -338,13 +387,38 @@ async def test_a_discarded_take_does_not_join_the_next_question(server):
         await link.discard_input()
         link.end_turn()
         assert link.answer_follows is False and link._idle()
-        await server.wait_for(lambda: server.events_of("input_audio_buffer.clear"))
+        if server.profile.clear_supported:
+            await server.wait_for(lambda: server.events_of("input_audio_buffer.clear"))
+        else:
+            renewed = (await until(link, Connected))[-1]
+            assert renewed.renewed and len(server.connections) == 2
         await ask_once(link)
     assert server.committed_audio == [QUESTION]
-    assert server.events_of("input_audio_buffer.clear")[0]["event_id"] == "evt_discard_input"
+    if server.profile.clear_supported:
+        assert server.events_of("input_audio_buffer.clear")[0]["event_id"] == "evt_discard_input"
+    else:  # never asked: Yandex documents clear as unsupported
+        assert server.events_of("input_audio_buffer.clear") == []
 
 
-async def test_a_server_that_cannot_clear_is_told_once(server, caplog):
+async def test_a_question_during_the_renewal_is_held_and_sent_whole(server):
+    """The next press comes before the renewal that cleans the buffer has finished: its
+    audio is held in the box and sent to the fresh session, and nothing is lost."""
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        link.begin_turn()
+        await link.append_audio(b"\x05\x00" * 2400)
+        await link.discard_input()
+        link.end_turn()
+        events = await ask_once(link)  # at once: the renewal (if any) is still under way
+    assert isinstance(events[-1], ev.ResponseDone) and events[-1].status == "completed"
+    assert server.committed_audio == [QUESTION]
+
+
+async def test_a_server_that_refuses_clear_gets_a_renewal_instead(server, caplog):
+    """A server that says it supports clear and then refuses it: said once, no more tries,
+    and the session is renewed so the take cannot join the next question."""
+    if not server.profile.clear_supported:
+        pytest.skip("this profile's client never sends clear (Yandex: unsupported)")
     caplog.set_level(logging.INFO, logger="appliance")
     async with supervisor(server) as link:
         await until(link, Connected)
@@ -354,6 +428,8 @@ async def test_a_server_that_cannot_clear_is_told_once(server, caplog):
             server._handlers.pop("input_audio_buffer.clear", None)  # now an unknown event
             await link.discard_input()
             link.end_turn()
-            await asyncio.sleep(0.1)
+            await until(link, Connected)
+        await ask_once(link)
     assert len(server.events_of("input_audio_buffer.clear")) == 1  # then no more tries
     assert sum("cannot clear its input buffer" in r.getMessage() for r in caplog.records) == 1
+    assert server.committed_audio == [QUESTION]

@@ -25,21 +25,42 @@ class Utterance:
     text: str
 
 
+@dataclass(slots=True)
+class _Entry:
+    role: Role
+    text: str
+    item_id: str | None = None
+
+
 class ConversationHistory:
     """Transcripts of both sides, oldest first, bounded by a character budget.
 
     ``max_chars`` is the replay budget: :meth:`replay` keeps the newest utterances that fit in it.
-    Storage is bounded too (a box runs for months), to a few times the budget.
+    Storage is bounded too (a box runs for months), to a few times the budget. A question's
+    place is kept from its commit (:meth:`reserve`): its transcript may arrive after the answer.
     """
 
     def __init__(self, max_chars: int, max_items: int = 200) -> None:
         self.max_chars = max_chars
-        self._items: deque[Utterance] = deque(maxlen=max_items)
+        self._items: deque[_Entry] = deque(maxlen=max_items)
 
-    def add(self, role: Role, text: str) -> None:
+    def reserve(self, item_id: str) -> None:
+        """The user's question ``item_id`` was committed: its words go here when they come."""
+        self._items.append(_Entry("user", "", item_id))
+
+    def add(self, role: Role, text: str, item_id: str | None = None) -> None:
         text = text.strip()
-        if text:
-            self._items.append(Utterance(role, text))
+        if not text:
+            return
+        if item_id is not None:
+            for entry in reversed(self._items):
+                if entry.item_id == item_id:
+                    entry.text = text
+                    return
+        self._items.append(_Entry(role, text, item_id))
+
+    def _said(self) -> list[Utterance]:
+        return [Utterance(e.role, e.text) for e in self._items if e.text]
 
     def replay(self) -> list[Utterance]:
         """The newest utterances whose texts fit in the budget, in chronological order.
@@ -49,7 +70,7 @@ class ConversationHistory:
         """
         chosen: list[Utterance] = []
         used = 0
-        for utterance in reversed(self._items):
+        for utterance in reversed(self._said()):
             if used + len(utterance.text) > self.max_chars:
                 break
             chosen.append(utterance)
@@ -65,10 +86,10 @@ class ConversationHistory:
         return RECAP_HEADER + "\n".join(lines)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._said())
 
     def __iter__(self):
-        return iter(self._items)
+        return iter(self._said())
 
 
 class AnswerWords:

@@ -685,11 +685,12 @@ class SessionSupervisor:
             case ev.ResponseCreated(response_id=rid):
                 self._cancel_ask()  # the server answers by itself (its VAD): do not ask too
                 self._response = rid
-            case ev.InputCommitted():
+            case ev.InputCommitted(item_id=item):
                 self._server_committed = self._turn_active
+                self.history.reserve(item)
                 await self._question_ready(event)
-            case ev.InputTranscript(transcript=text):
-                self.history.add("user", text)
+            case ev.InputTranscript(item_id=item, transcript=text):
+                self.history.add("user", text, item)
                 await self._question_ready(event)
             case ev.InputTranscriptFailed():
                 await self._question_ready(event)
