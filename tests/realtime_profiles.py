@@ -201,7 +201,10 @@ def check_session(profile: Profile, session: Any) -> Refusal | None:
         message = "Missing required parameter: 'session.type'."
         return Refusal("missing_required_parameter", message, "session.type")
     if "type" in session and session["type"] != "realtime":
-        message = f"Invalid value: {session['type']!r}. Supported values are: 'realtime'."
+        message = (
+            f"Invalid value for 'session.type': {session['type']!r}. "
+            "Supported values are: 'realtime'."
+        )
         return Refusal("invalid_value", message, "session.type")
     for dotted in profile.unknown_fields:
         if _lookup(session, dotted)[0]:
@@ -218,11 +221,13 @@ def check_session(profile: Profile, session: Any) -> Refusal | None:
             )
         if fmt.get("type", "audio/pcm") != "audio/pcm":
             param = f"session.audio.{side}.format.type"
-            message = f"Invalid value: {fmt.get('type')!r}. This server speaks 'audio/pcm' only."
+            message = f"Invalid value for '{param}': {fmt.get('type')!r}. Supported: 'audio/pcm'."
             return Refusal("invalid_value", message, param)
         if "rate" in fmt and fmt["rate"] not in rates:
             param = f"session.audio.{side}.format.rate"
             allowed = ", ".join(str(r) for r in sorted(rates))
-            message = f"Invalid value: {fmt['rate']!r}. Supported values are: {allowed}."
+            message = (
+                f"Invalid value for '{param}': {fmt['rate']!r}. Supported values are: {allowed}."
+            )
             return Refusal("invalid_value", message, param)
     return check_tools(profile, session.get("tools"), "session")
