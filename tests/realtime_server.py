@@ -305,6 +305,7 @@ class RealtimeTestServer:
         self.late_deltas_on_interrupt = 0  # see _late_audio
         self.cancel_delay_s = 0.0  # response.cancel takes effect only after this long
         self.autoping = True  # answer client pings (silent connections never do)
+        self.pings = 0  # WebSocket pings received from clients
         # Recordings.
         self.connections: list[ConnectionRecord] = []
         self.received: list[Any] = []
@@ -606,6 +607,7 @@ class RealtimeTestServer:
                 if not conn.silent:
                     await conn.error("invalid_json", "Binary frames are not supported")
             elif msg.type is WSMsgType.PING:
+                self.pings += 1
                 if not conn.silent and self.autoping:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await ws.pong(msg.data)

@@ -17,7 +17,7 @@ from realtime_server import AudioAnswer, ErrorAnswer, ToolCallAnswer, tone
 
 from appliance.protocol import server_events as ev
 from appliance.protocol.client_events import FunctionTool
-from appliance.realtime.link_events import AuthRejected, Connected, Disconnected
+from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, SetupRejected
 from appliance.realtime.session import NotConnected
 from appliance.realtime.supervisor import SessionSupervisor
 from appliance.realtime.tools import Tool, ToolRegistry
@@ -43,9 +43,9 @@ async def test_connect_and_one_turn(server):
         connected = (await until(link, Connected))[-1]
         assert connected == Connected(connected.session_id, False, 0, server.output_rate)
         events = await ask_once(link)
-        late = (
-            [] if ev.InputTranscript in map(type, events) else await until(link, ev.InputTranscript)
-        )
+        seen = set(map(type, events))
+        late = [] if ev.InputTranscript in seen else await until(link, ev.InputTranscript)
+    assert ev.InputTranscript in {type(e) for e in events + late}  # asynchronous: may be late
     assert audio_of(events) == pcm
     assert events[-1] == ev.ResponseDone(events[-1].response_id, "completed")
     spoken = "".join(
@@ -433,3 +433,104 @@ async def test_a_server_that_refuses_clear_gets_a_renewal_instead(server, caplog
     assert len(server.events_of("input_audio_buffer.clear")) == 1  # then no more tries
     assert sum("cannot clear its input buffer" in r.getMessage() for r in caplog.records) == 1
     assert server.committed_audio == [QUESTION]
+
+
+# ---- the session must be known to have taken ----------------------------------------------
+
+
+async def test_a_refused_session_update_is_an_error_retried_slowly(server, caplog):
+    """An error naming our session.update: not connected, the error state (SetupRejected), the
+    server's message logged once, retries at the backoff's cap, never a tight loop."""
+    server.refuse_session_update(times=3, message="Voice 'nobody' is not available")
+    caplog.set_level(logging.INFO, logger="appliance")
+    async with supervisor(server, backoff=fast_backoff(cap_s=0.3)) as link:
+        seen = await until(link, Connected, timeout=5)
+    refusals = [e for e in seen if isinstance(e, SetupRejected)]
+    assert len(refusals) == 3 and not any(isinstance(e, Disconnected) for e in seen)
+    assert all(r.retry_in_s == pytest.approx(0.3) for r in refusals)
+    assert "Voice 'nobody' is not available" in refusals[0].reason
+    assert "our session.update" in refusals[0].reason  # the error named its event_id
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(server.handshakes)]
+    assert len(gaps) == 3 and min(gaps) >= 0.25  # at the cap every time
+    logged = [r for r in caplog.records if "refused the session settings" in r.getMessage()]
+    assert len(logged) == 1  # said once, not once per retry
+
+
+async def test_a_close_before_session_updated_is_a_refusal(server):
+    server.refuse_session_update(times=1, code=None, message="bad session", close_code=1008)
+    async with supervisor(server, backoff=fast_backoff(cap_s=0.2)) as link:
+        seen = await until(link, Connected, timeout=5)
+    assert any(isinstance(e, SetupRejected) for e in seen)
+
+
+async def test_connected_only_after_session_updated(server):
+    async with supervisor(server) as link:
+        await until(link, Connected)
+    order = [e.get("type") for e in server.connections[0].sent if isinstance(e, dict)]
+    assert order[:2] == ["session.created", "session.updated"]
+    update = server.events_of("session.update")[0]
+    assert update["event_id"] == "evt_session_setup"
+
+
+async def test_a_server_that_keeps_its_vad_answers_once(server, caplog):
+    """Push-to-talk asked for turn_detection null; the server says server_vad and answers by
+    itself: a warning once, and no second response.create on top of the server's own."""
+    server.keeps_server_vad = True
+    speech = tone(24000, 0.8, amplitude=0.5) + b"\x00\x00" * 24000  # speech, then 1 s quiet
+    caplog.set_level(logging.INFO, logger="appliance")
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        events = await ask_once(link, question=speech)
+        await asyncio.sleep(2 * link.settings.transcript_wait_ms / 1000)
+    assert isinstance(events[-1], ev.ResponseDone) and events[-1].status == "completed"
+    assert server.events_of("response.create") == []
+    # No second answer asked for; at most our commit found the server had committed first
+    # (a race the box shrugs off: that error is not passed on as a failed turn).
+    codes = [e["error"]["code"] for e in server.sent_of("error")]
+    assert codes in ([], ["input_audio_buffer_commit_empty"])
+    assert not any(isinstance(e, ev.ServerError) for e in events)
+    assert sum("runs its own turn detection" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_response_create_waits_for_a_late_transcript(server):
+    """Yandex: the transcript comes 200 ms after the commit; response.create follows it (an
+    early one would be answered as an empty question). OpenAI: only the commit is awaited."""
+    server.transcript_delay_s = 0.2
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        events = await ask_once(link)
+    assert server.early_responses == []
+    spoken = [e.delta for e in events if isinstance(e, ev.TranscriptDelta) and e.channel == "audio"]
+    assert "".join(spoken).strip() == "Hello from the test server."
+    order = [e.get("type") for e in server.connections[0].sent if isinstance(e, dict)]
+    created = order.index("response.created")
+    transcribed = "conversation.item.input_audio_transcription.completed" in order[:created]
+    assert transcribed == link.settings.provider.transcript_before_response
+
+
+async def test_the_transcript_wait_is_bounded(server):
+    server.transcript_delay_s = 3.0  # later than the wait: the box asks anyway
+    async with supervisor(server, transcript_wait_ms=300) as link:
+        await until(link, Connected)
+        start = asyncio.get_running_loop().time()
+        events = await ask_once(link)
+        took = asyncio.get_running_loop().time() - start
+    assert isinstance(events[-1], ev.ResponseDone)
+    assert took < 2.5
+
+
+@pytest.mark.parametrize(("heartbeat_s", "pinged"), [(0.2, True), (0, False)])
+async def test_heartbeat_zero_sends_no_pings(server, heartbeat_s, pinged):
+    async with supervisor(server, heartbeat_s=heartbeat_s) as link:
+        await until(link, Connected)
+        await asyncio.sleep(0.7)
+        assert link.connected
+    assert (server.pings > 0) == pinged
+
+
+async def test_leaving_sends_a_close_frame(server):
+    async with supervisor(server) as link:
+        await until(link, Connected)
+        await ask_once(link)
+    await server.wait_for(lambda: server.connections[0].closed)
+    assert server.connections[0].close_code == 1000

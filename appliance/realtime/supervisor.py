@@ -674,6 +674,10 @@ class SessionSupervisor:
                 if rate:
                     self.output_rate = rate
                 return
+            case ev.ServerError(is_commit_empty=True) if self._server_vad_forced:
+                # The server's VAD committed the question first: nothing was lost.
+                log.debug("the server had committed the question itself")
+                return
             case ev.ServerError():
                 if self._response == ASKING and event.is_commit_empty:
                     self._cancel_ask()
