@@ -11,6 +11,7 @@ on a new session (at most ``retries`` times), so the file always holds one whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -139,6 +140,18 @@ class _TurnLost(Exception):
     pass
 
 
+async def _late_transcript(link: SessionSupervisor, printer: _Printer) -> None:
+    """Print the question's words if they arrive shortly after the answer (OpenAI transcribes
+    asynchronously); never wait longer than the transcript wait."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(link.settings.transcript_wait_ms / 1000):
+            while True:
+                event = await link.next_event()
+                if isinstance(event, ev.InputTranscript):
+                    printer.user(event.transcript)
+                    return
+
+
 async def _one_turn(
     link: SessionSupervisor, question: bytes, printer: _Printer, answer_timeout: float
 ) -> bytes | None:
@@ -153,6 +166,7 @@ async def _one_turn(
         link.ask_when_ready()
         chunks: list[bytes] = []
         response_failures = 0
+        heard = False
         while True:
             event = await _next(link, answer_timeout)
             match event:
@@ -164,6 +178,7 @@ async def _one_turn(
                     raise _TurnLost(f"the link was lost mid-answer: {reason}")
                 case ev.InputTranscript(transcript=text):
                     printer.user(text)
+                    heard = True
                 case ev.TranscriptDelta(item_id=item, delta=delta, channel=channel):
                     shown = words.delta(item, delta, channel)
                     if shown:
@@ -188,6 +203,8 @@ async def _one_turn(
                 case ev.ResponseDone() if link.answer_follows:
                     pass  # a tool round: the follow-up response is on its way
                 case ev.ResponseDone():
+                    if not heard:  # the question's transcript may come after the answer
+                        await _late_transcript(link, printer)
                     return b"".join(chunks) if chunks else None
     finally:
         link.end_turn()

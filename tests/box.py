@@ -48,6 +48,16 @@ def _asound(mic: Path, speaker: Path) -> str:
     )
 
 
+def _realtime_lines(server) -> str:
+    """The box's ``realtime`` settings for a test server (its profile picks the provider), or,
+    given a bare URL, a Yandex-shaped box."""
+    if isinstance(server, str):
+        return f"  url: {server}\n  folder_id: testfolder\n"
+    from conftest import realtime_config_lines
+
+    return realtime_config_lines(server)
+
+
 def _with_state_file(extra_config: str, path: Path) -> str:
     """``extra_config`` with ``tools.state_file`` in the box's directory unless it names one:
     the default, /var/lib/appliance/state.json, is the machine's, and a volume saved there
@@ -78,9 +88,7 @@ class PacedBox:
         self.config = tmp / "config.yaml"
         self.log_path = tmp / "appliance.log"
         self.config.write_text(
-            "realtime:\n"
-            f"  url: {server_url}\n"
-            "  folder_id: testfolder\n"
+            "realtime:\n" + _realtime_lines(server_url) + ""
             "  connect_timeout_s: 2\n"
             "  answer_timeout_s: 5\n"
             "  heartbeat_s: 2\n"

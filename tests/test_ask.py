@@ -9,7 +9,7 @@ import wave
 
 import numpy as np
 import pytest
-from conftest import SECRET
+from conftest import SECRET, realtime_config_lines
 from realtime_server import AudioAnswer, tone
 
 from appliance.audio.wavfile import write_wav
@@ -22,17 +22,17 @@ def question_wav(path, seconds=0.6, rate=16000, channels=2):
     return path
 
 
-def config_file(tmp_path, server_url, extra=""):
+def config_file(tmp_path, server, extra=""):
     path = tmp_path / "config.yaml"
     path.write_text(
-        f"realtime:\n  url: {server_url}\n  folder_id: testfolder\n"
+        "realtime:\n" + realtime_config_lines(server) + ""
         f"  connect_timeout_s: 2\n  answer_timeout_s: 5\n{extra}"
     )
     return path
 
 
-async def run_ask(tmp_path, server_url, *args, key=SECRET, extra_config=""):
-    config = config_file(tmp_path, server_url, extra_config)
+async def run_ask(tmp_path, server, *args, key=SECRET, extra_config=""):
+    config = config_file(tmp_path, server, extra_config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.pop("CREDENTIALS_DIRECTORY", None)
     if key:
@@ -58,22 +58,25 @@ async def run_ask(tmp_path, server_url, *args, key=SECRET, extra_config=""):
     return proc.returncode, out, err
 
 
-def read_answer(path):
+def read_answer(path, rate=None):
     with wave.open(str(path), "rb") as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 44100)
+        if rate is not None:
+            assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, rate)
         return wav.readframes(wav.getnframes())
 
 
 async def test_ask_writes_the_answer_exactly_as_received(server, tmp_path):
-    pcm = tone(44100, 0.7, freq=523)
+    pcm = tone(server.output_rate, 0.7, freq=523)
     server.user_transcripts.append("Сколько времени?")
     server.answers.append(AudioAnswer("Сейчас ровно полдень.", pcm))
     q, a = question_wav(tmp_path / "q.wav"), tmp_path / "a.wav"
-    code, out, err = await run_ask(tmp_path, server.url, q, "-o", a)
+    code, out, err = await run_ask(tmp_path, server, q, "-o", a)
     assert code == 0, err
-    assert read_answer(a) == pcm
+    assert read_answer(a, server.output_rate) == pcm
     assert "user: Сколько времени?" in out.splitlines()
-    assert "assistant: Сейчас ровно полдень." in [line.strip() for line in out.splitlines()]
+    # Each answer's words once, though Yandex sends them as output_text and as the transcript.
+    said = [line.strip() for line in out.splitlines() if line.startswith("assistant:")]
+    assert said == ["assistant: Сейчас ровно полдень."]
     # The question went up as 24 kHz mono PCM16 in 20-100 ms appends, then one commit.
     appends = server.events_of("input_audio_buffer.append")
     assert all(960 <= len(e["audio"]) * 3 // 4 <= 4800 for e in appends)
@@ -83,12 +86,12 @@ async def test_ask_writes_the_answer_exactly_as_received(server, tmp_path):
 
 async def test_dropped_link_mid_answer_asks_again_and_keeps_one_whole_answer(server, tmp_path):
     server.drop_mid_answer(after_deltas=3)
-    second = tone(44100, 0.5, freq=660)
+    second = tone(server.output_rate, 0.5, freq=660)
     server.answers.extend(
-        [AudioAnswer("Cut short.", tone(44100, 1.0)), AudioAnswer("Whole.", second)]
+        [AudioAnswer("Cut short.", tone(server.output_rate, 1.0)), AudioAnswer("Whole.", second)]
     )
     q, a = question_wav(tmp_path / "q.wav"), tmp_path / "a.wav"
-    code, _out, err = await run_ask(tmp_path, server.url, q, "-o", a)
+    code, _out, err = await run_ask(tmp_path, server, q, "-o", a)
     assert code == 0, err
     assert read_answer(a) == second
     assert len(server.connections) == 2
@@ -99,7 +102,7 @@ async def test_gives_up_after_two_retries_with_exit_1(server, tmp_path):
     server.drop_mid_answer(after_deltas=1)
     server.refuse_for(60, status=503)  # every reconnect fails too
     q, a = question_wav(tmp_path / "q.wav"), tmp_path / "a.wav"
-    code, _out, err = await run_ask(tmp_path, server.url, q, "-o", a)
+    code, _out, err = await run_ask(tmp_path, server, q, "-o", a)
     assert code == 1
     assert err.strip().splitlines()[-1] == (
         "appliance ask: giving up after 3 attempts: cannot reach the Realtime API: "
@@ -111,15 +114,23 @@ async def test_gives_up_after_two_retries_with_exit_1(server, tmp_path):
 async def test_refused_key_exits_77(server, tmp_path):
     server.refuse(401, times=10)
     q = question_wav(tmp_path / "q.wav")
-    code, _out, err = await run_ask(tmp_path, server.url, q, "-o", tmp_path / "a.wav")
+    code, _out, err = await run_ask(tmp_path, server, q, "-o", tmp_path / "a.wav")
     assert code == 77
     assert err.strip().splitlines()[-1] == "appliance ask: the API key was refused (HTTP 401)"
+
+
+async def test_a_refused_session_update_exits_78(server, tmp_path):
+    server.refuse_session_update(times=10, message="Unknown voice")
+    q = question_wav(tmp_path / "q.wav")
+    code, _out, err = await run_ask(tmp_path, server, q, "-o", tmp_path / "a.wav")
+    assert code == 78
+    assert "Unknown voice" in err.strip().splitlines()[-1]
 
 
 async def test_text_only_answer_prints_and_writes_nothing(server, tmp_path):
     server.answers.append(AudioAnswer("Only words.", text=True))
     q, a = question_wav(tmp_path / "q.wav"), tmp_path / "a.wav"
-    code, out, err = await run_ask(tmp_path, server.url, q, "-o", a)
+    code, out, err = await run_ask(tmp_path, server, q, "-o", a)
     assert code == 0, err
     assert "assistant: Only words." in out
     assert "(the answer had no audio; nothing written)" in out
@@ -128,15 +139,15 @@ async def test_text_only_answer_prints_and_writes_nothing(server, tmp_path):
 
 async def test_bad_inputs_have_one_line_answers(server, tmp_path):
     q = question_wav(tmp_path / "q.wav")
-    code, _, err = await run_ask(tmp_path, server.url, tmp_path / "missing.wav")
+    code, _, err = await run_ask(tmp_path, server, tmp_path / "missing.wav")
     assert code == 2 and "cannot read" in err and len(err.strip().splitlines()) == 1
     short = question_wav(tmp_path / "short.wav", seconds=0.05)
-    code, _, err = await run_ask(tmp_path, server.url, short)
+    code, _, err = await run_ask(tmp_path, server, short)
     assert (code, err.strip()) == (2, "appliance ask: the question is shorter than 100 ms of audio")
-    code, _, err = await run_ask(tmp_path, server.url, q, extra_config="  vioce: marina\n")
+    code, _, err = await run_ask(tmp_path, server, q, extra_config="  vioce: marina\n")
     assert code == 78
     assert err.strip().endswith("realtime.vioce: unknown key; did you mean realtime.voice?")
-    code, _, err = await run_ask(tmp_path, server.url, q, key="")
+    code, _, err = await run_ask(tmp_path, server, q, key="")
     assert code == 78 and err.strip().startswith("appliance: ") and "no API key" in err
     assert len(server.connections) == 0  # none of these reached the network
 

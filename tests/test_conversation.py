@@ -28,7 +28,7 @@ def turn_detection(event: dict) -> Any:
 
 
 async def start(server, tmp_path, extra: str, state: str, echo_cancel="auto") -> PacedBox:
-    box = PacedBox(tmp_path, server.url, SECRET, extra, echo_cancel=echo_cancel)
+    box = PacedBox(tmp_path, server, SECRET, extra, echo_cancel=echo_cancel)
     await box.start()
     await box.wait_status(lambda s: s["connected"] and s["state"] == state, timeout=15)
     return box

@@ -44,7 +44,7 @@ async def start_box(server, tmp_path):
     boxes = []
 
     async def start(extra_config: str = "") -> PacedBox:
-        b = PacedBox(tmp_path, server.url, SECRET, extra_config)
+        b = PacedBox(tmp_path, server, SECRET, extra_config)
         boxes.append(b)
         await b.start()
         await b.wait_status(lambda s: s["connected"] and s["state"] == "idle", timeout=15)

@@ -51,7 +51,7 @@ class NotifySocket:
 @pytest.fixture
 async def notified_box(server, tmp_path):
     notify = NotifySocket(tmp_path / "notify.sock")
-    box = PacedBox(tmp_path, server.url, SECRET)
+    box = PacedBox(tmp_path, server, SECRET)
     await box.start(env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"})
     try:
         yield box, notify
@@ -118,7 +118,7 @@ async def test_sighup_keeps_the_session_unless_the_realtime_keys_change(notified
 async def test_a_refused_key_shows_the_error_state_and_keeps_retrying(server, tmp_path):
     server.refuse(401, times=1000)
     notify = NotifySocket(tmp_path / "notify.sock")
-    box = PacedBox(tmp_path, server.url, SECRET)
+    box = PacedBox(tmp_path, server, SECRET)
     await box.start(env={"NOTIFY_SOCKET": notify.path})
     try:
         status = await box.wait_status(lambda s: s["state"] == "error", timeout=15)

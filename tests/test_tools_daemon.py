@@ -24,7 +24,7 @@ def speech(seconds: float) -> np.ndarray:
 async def start(tmp_path, name: str, server, tools: str) -> PacedBox:
     where = tmp_path / name
     where.mkdir()
-    box = PacedBox(where, server.url, SECRET, tools)
+    box = PacedBox(where, server, SECRET, tools)
     await box.start()
     await box.wait_status(lambda s: s["connected"] and s["state"] == "idle", timeout=15)
     return box
