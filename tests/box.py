@@ -22,6 +22,7 @@ import termios
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class PacedBox:
     def __init__(
         self,
         tmp: Path,
-        server_url: str,
+        server_url: Any,  # a RealtimeTestServer (its profile picks the provider), or a URL
         api_key: str,
         extra_config: str = "",
         *,
@@ -84,6 +85,8 @@ class PacedBox:
         echo_cancel: str = "auto",
     ) -> None:
         self.dir = tmp
+        # The speaker runs at the answers' rate, so what it plays is what the server sent.
+        self.speaker_rate = getattr(server_url, "output_rate", SPEAKER_RATE)
         self.socket = str(tmp / "control.sock")
         self.config = tmp / "config.yaml"
         self.log_path = tmp / "appliance.log"
@@ -94,7 +97,7 @@ class PacedBox:
             "  heartbeat_s: 2\n"
             "audio:\n"
             f"  input_rate: {MIC_RATE}\n"
-            f"  output_rate: {SPEAKER_RATE}\n"
+            f"  output_rate: {self.speaker_rate}\n"
             "  period_ms: 20\n"
             "  volume: 1.0\n"
             "  retry_s: 0.5\n"
@@ -282,7 +285,7 @@ class PacedBox:
             n += 1
 
     def _read_speaker(self, fd: int) -> None:
-        step = int(SPEAKER_RATE * PERIOD_S) * 2
+        step = int(self.speaker_rate * PERIOD_S) * 2
         start = time.monotonic()
         n = 0
         while not self._stop.is_set():

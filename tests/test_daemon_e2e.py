@@ -17,11 +17,11 @@ def speech(seconds: float, freq: float = 300.0) -> np.ndarray:
     return (np.sin(2 * np.pi * freq * t) * 6000).astype(np.int16)
 
 
-def answer_signal(seconds: float) -> bytes:
+def answer_signal(seconds: float, rate: int = SPEAKER_RATE) -> bytes:
     """A chirp: every 20 ms of it is different, so its position in what was heard is exact."""
-    t = np.arange(int(seconds * SPEAKER_RATE)) / SPEAKER_RATE
+    t = np.arange(int(seconds * rate)) / rate
     f = 300 + 400 * t / max(seconds, 0.1)
-    return (np.sin(2 * np.pi * np.cumsum(f) / SPEAKER_RATE) * 9000).astype("<i2").tobytes()
+    return (np.sin(2 * np.pi * np.cumsum(f) / rate) * 9000).astype("<i2").tobytes()
 
 
 def find(haystack: np.ndarray, needle: np.ndarray) -> int:
@@ -64,7 +64,7 @@ async def box(start_box):
 
 
 async def test_a_full_turn_is_heard_at_the_speaker(box, server):
-    pcm = answer_signal(0.8)
+    pcm = answer_signal(0.8, server.output_rate)
     server.user_transcripts.append("Который час?")
     server.answers.append(AudioAnswer("Полдень.", pcm))
     box.say(speech(1.0))
@@ -77,7 +77,7 @@ async def test_a_full_turn_is_heard_at_the_speaker(box, server):
     # The whole answer reached the speaker, sample for sample (same rate, volume 1.0), but for
     # the last 5 ms, which fade out so that the end does not click.
     expected = np.frombuffer(pcm, dtype="<i2")
-    fade = int(0.005 * SPEAKER_RATE)
+    fade = int(0.005 * box.speaker_rate)
     await box.wait_status(lambda s: s["state"] == "idle")
     heard = await box.wait_heard(
         lambda h: find(h, expected) >= 0 and len(h) >= find(h, expected) + len(expected)
@@ -96,7 +96,7 @@ async def test_a_full_turn_is_heard_at_the_speaker(box, server):
 
 
 async def test_barge_in_silences_and_truncates_at_what_was_heard(box, server):
-    long_answer = answer_signal(4.0)
+    long_answer = answer_signal(4.0, server.output_rate)
     expected = np.frombuffer(long_answer, dtype="<i2")
     server.answers.extend([AudioAnswer("A long story.", long_answer), AudioAnswer("Short.")])
     box.say(speech(0.6))
@@ -105,7 +105,7 @@ async def test_barge_in_silences_and_truncates_at_what_was_heard(box, server):
     await box.command("release")
     # Listen until about a second of the answer has been heard, then press.
     heard = await box.wait_heard(
-        lambda h: (at := find(h, expected)) >= 0 and len(h) - at >= SPEAKER_RATE, timeout=5
+        lambda h: (at := find(h, expected)) >= 0 and len(h) - at >= box.speaker_rate, timeout=5
     )
     at = find(heard, expected)
     await box.command("press")
@@ -117,7 +117,7 @@ async def test_barge_in_silences_and_truncates_at_what_was_heard(box, server):
     heard = box.heard()
     answer_heard = heard[at : at + len(expected)]
     cut = int(np.flatnonzero(answer_heard != expected[: len(answer_heard)])[0])
-    heard_ms = cut * 1000 / SPEAKER_RATE
+    heard_ms = cut * 1000 / box.speaker_rate
     print(f"barge-in: heard {heard_ms:.0f} ms of the answer, truncate at {audio_end_ms} ms")
     assert abs(audio_end_ms - heard_ms) <= 60
     # And the answer does not go on: 50 ms past the cut, none of it is ever heard again.
@@ -154,7 +154,9 @@ async def test_a_press_while_offline_records_nothing_and_says_so(box, server):
 
 async def test_a_dropped_link_fails_the_turn_audibly_then_the_next_is_answered(box, server):
     server.drop_mid_answer(after_deltas=2)
-    server.answers.extend([AudioAnswer("Cut.", answer_signal(2.0)), AudioAnswer("Whole.")])
+    server.answers.extend(
+        [AudioAnswer("Cut.", answer_signal(2.0, server.output_rate)), AudioAnswer("Whole.")]
+    )
     box.say(speech(0.5))
     first = await box.command("talk", seconds=0.5)
     assert first["turn"]["result"] == "failed"
@@ -184,7 +186,33 @@ async def test_session_renewal_between_turns_keeps_the_conversation(start_box, s
         if item.get("type") == "message"
         and item.get("content", [{}])[0].get("type") != "input_audio"
     ]
-    assert replayed[:2] == [
-        ("user", "Меня зовут Аня."),
-        ("assistant", "Приятно познакомиться, Аня."),
-    ]
+    # The conversation so far, replayed as one user recap item (every server takes it).
+    assert len(replayed) >= 1 and replayed[0][0] == "user"
+    recap = replayed[0][1]
+    assert recap.startswith("Earlier in this conversation")
+    assert recap.index("User: Меня зовут Аня.") < recap.index(
+        "Assistant: Приятно познакомиться, Аня."
+    )
+
+
+async def test_a_refused_session_update_is_the_error_state_not_a_loop(server, tmp_path):
+    """The service refuses the box's settings (an error naming its session.update): not
+    connected, the error state with the server's reason, logged once, and no tight loop of
+    reconnects (the next try is 30 s away)."""
+    server.refuse_session_update(times=1000, message="Unsupported voice for this model")
+    box = PacedBox(tmp_path, server, SECRET)
+    await box.start()
+    try:
+        status = await box.wait_status(lambda s: s["state"] == "error", timeout=15)
+        assert not status["connected"]
+        assert "Unsupported voice for this model" in status["last_error"]
+        await asyncio.sleep(2.0)
+        assert len(server.connections) == 1  # retried at the cap, not in a loop
+        reply = await box.command("press")
+        await box.command("release")
+        assert (await box.status())["state"] == "error"
+        assert reply is not None
+        assert box.log().count("Unsupported voice for this model") == 1
+    finally:
+        assert await box.stop() == 0
+    assert SECRET not in box.log() and "Traceback" not in box.log()
