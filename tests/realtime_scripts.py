@@ -311,7 +311,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
     st.text_too = kind == "audio" and server.profile.text_on_both_channels
     await _start_item(conn, resp, st)
     ids = {"response_id": resp.id, "item_id": item_id, "output_index": st.output_index}
-    ids["content_index"] = 0
+    ids["content_index"] = server.audio_content_index
     part = {"type": "text", "text": ""} if answer.text else {"type": "audio", "transcript": ""}
     st.sent.add("part")
     await conn.emit("response.content_part.added", **ids, part=part)
@@ -402,7 +402,11 @@ async def finish_item(conn: Any, st: ItemState, status: str) -> None:
     ids = {"response_id": st.response_id, "output_index": st.output_index}
     if st.kind in ("audio", "text") and "part" in st.sent:
         beta = conn.server.beta_names
-        part_ids = {**ids, "item_id": st.item["id"], "content_index": 0}
+        part_ids = {
+            **ids,
+            "item_id": st.item["id"],
+            "content_index": conn.server.audio_content_index,
+        }
         if st.kind == "audio":
             await once("response.output_audio.done", **part_ids)
             if st.text_too:

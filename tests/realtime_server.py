@@ -306,6 +306,8 @@ class RealtimeTestServer:
         self.cancel_delay_s = 0.0  # response.cancel takes effect only after this long
         self.autoping = True  # answer client pings (silent connections never do)
         self.pings = 0  # WebSocket pings received from clients
+        # The content_index of an answer's audio part (a server may put text before it).
+        self.audio_content_index = 0
         # Recordings.
         self.connections: list[ConnectionRecord] = []
         self.received: list[Any] = []
@@ -663,7 +665,7 @@ class RealtimeTestServer:
                 response_id=current.response_id,
                 item_id=item_id,
                 output_index=current.output_index,
-                content_index=0,
+                content_index=self.audio_content_index,
                 delta=base64.b64encode(chunk).decode("ascii"),
             )
 
@@ -903,8 +905,9 @@ class RealtimeTestServer:
             message = "Only assistant messages with audio can be truncated"
             await conn.error("invalid_value", message, "item_id", event)
             return
-        if index != 0:
-            await conn.error("invalid_value", "content_index must be 0", "content_index", event)
+        if index != self.audio_content_index:
+            message = f"content_index must be {self.audio_content_index} (the audio part)"
+            await conn.error("invalid_value", message, "content_index", event)
             return
         duration_ms = conn.audio_sent[item_id] * 1000 / (2 * conn.output_rate)
         if not isinstance(end, int) or isinstance(end, bool) or end < 0:
@@ -915,7 +918,7 @@ class RealtimeTestServer:
             message = f"Audio content of {duration_ms:.0f}ms is already shorter than {end}ms"
             await conn.error("invalid_value", message, "audio_end_ms", event)
             return
-        truncation = {"item_id": item_id, "content_index": 0, "audio_end_ms": end}
+        truncation = {"item_id": item_id, "content_index": index, "audio_end_ms": end}
         self.truncations.append({"connection": conn.record.index, **truncation})
         await conn.emit("conversation.item.truncated", **truncation)
 
