@@ -82,6 +82,8 @@ async def test_ask_writes_the_answer_exactly_as_received(server, tmp_path):
     assert all(960 <= len(e["audio"]) * 3 // 4 <= 4800 for e in appends)
     assert len(server.committed_audio) == 1
     assert len(server.committed_audio[0]) == pytest.approx(0.6 * 24000 * 2, abs=200)
+    await server.wait_for(lambda: server.connections[0].closed)
+    assert server.connections[0].close_code == 1000  # ask left with a close frame
 
 
 async def test_dropped_link_mid_answer_asks_again_and_keeps_one_whole_answer(server, tmp_path):

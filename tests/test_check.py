@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from conftest import SECRET
+from conftest import SECRET, realtime_config_lines
 
 from appliance.check import (
     BUSY_HINT,
@@ -50,10 +50,16 @@ def tone(seconds: float = 1.0, rate: int = 24000) -> np.ndarray:
     return (np.sin(2 * np.pi * 440 * t) * AMPLITUDE).astype(np.int16)
 
 
-def write_config(tmp_path, url="ws://127.0.0.1:9/v1/realtime/openai", mic="mic", gpio=False):
+def write_config(tmp_path, url="ws://127.0.0.1:9/v1/realtime", mic="mic", gpio=False):
+    """``url`` is a URL (a Yandex-shaped box) or a test server (its profile picks the provider)."""
     path = tmp_path / "config.yaml"
+    where = (
+        f"  url: {url}\n  folder_id: testfolder\n"
+        if isinstance(url, str)
+        else realtime_config_lines(url)
+    )
     path.write_text(
-        f"realtime:\n  url: {url}\n  folder_id: testfolder\n  connect_timeout_s: 2\n"
+        f"realtime:\n{where}  connect_timeout_s: 2\n"
         f"audio:\n  input_device: {mic}\n  output_device: speaker\n"
         f"gpio:\n  enabled: {'true' if gpio else 'false'}\n"
     )
@@ -93,7 +99,7 @@ async def run_check(config, *args, alsa=None, key=SECRET, env_extra=None):
 
 async def test_all_pass(server, virtual_alsa, tmp_path):
     virtual_alsa.set_mic(tone(), pad_s=0)  # no zero padding: the fast file device stays loud
-    code, lines, out = await run_check(write_config(tmp_path, server.url), alsa=virtual_alsa)
+    code, lines, out = await run_check(write_config(tmp_path, server), alsa=virtual_alsa)
     assert code == 0, out
     assert list(lines) == NAMES
     for name, line in lines.items():
@@ -101,26 +107,32 @@ async def test_all_pass(server, virtual_alsa, tmp_path):
         assert line.startswith(f"{status:<6}{name}"), line
     assert lines["api key"].endswith("present (from $APPLIANCE_API_KEY)")
     assert "'mic' at 24000 Hz" in lines["microphone"]
-    assert "'speaker' at 44100 Hz" in lines["speaker"]
+    assert f"'speaker' at {server.output_rate} Hz" in lines["speaker"]  # the answers' rate
     assert "1.0 s recorded, peak -21 dBFS, rms -2" in lines["mic level"]
     assert "played 'listening' on 'speaker'" in lines["earcon"]
     assert "gpio.enabled is false" in lines["button"]
-    assert f"session.created from {server.url} in " in lines["realtime"]
+    provider = "openai" if server.profile.name == "openai" else "yandex"
+    assert f"session.updated from {provider} ({server.url}) in " in lines["realtime"]
     assert "(session sess_" in lines["realtime"]
     assert "UTC (TLS needs the right time)" in lines["clock"]
     assert len(server.connections) == 1
-    assert server.connections[0].query["model"].startswith("gpt://testfolder/")
+    assert server.connections[0].query["model"] == (
+        "gpt-realtime"
+        if server.profile.name == "openai"
+        else "gpt://testfolder/speech-realtime-250923"
+    )
     assert virtual_alsa.speaker_file.stat().st_size > 0  # the earcon was played
 
 
 async def test_refused_key_exits_77(server, virtual_alsa, tmp_path):
     virtual_alsa.set_mic(tone(), pad_s=0)
     server.refuse(401, times=5)
-    code, lines, out = await run_check(write_config(tmp_path, server.url), alsa=virtual_alsa)
+    code, lines, out = await run_check(write_config(tmp_path, server), alsa=virtual_alsa)
     assert code == 77, out
     line = lines["realtime"]
     assert line.startswith("FAIL  realtime     the API key was refused (HTTP 401)  -> ")
-    assert "$APPLIANCE_API_KEY" in line and "testfolder" in line
+    assert "$APPLIANCE_API_KEY" in line
+    assert ("testfolder" in line) == (server.profile.name != "openai")  # Yandex: the folder
     assert lines["api key"].startswith("ok")  # present, but refused
 
 
@@ -141,7 +153,7 @@ async def test_missing_config_file_exits_78(tmp_path):
 
 
 async def test_missing_mic_lists_devices_and_says_what_to_set(server, virtual_alsa, tmp_path):
-    config = write_config(tmp_path, server.url, mic="nosuchmic")
+    config = write_config(tmp_path, server, mic="nosuchmic")
     code, lines, out = await run_check(config, alsa=virtual_alsa)
     assert code == 1, out
     line = lines["microphone"]
@@ -155,7 +167,7 @@ async def test_missing_mic_lists_devices_and_says_what_to_set(server, virtual_al
 
 async def test_silent_mic_fails_about_muting(server, virtual_alsa, tmp_path):
     virtual_alsa.set_mic(np.zeros(48000, np.int16))
-    code, lines, out = await run_check(write_config(tmp_path, server.url), alsa=virtual_alsa)
+    code, lines, out = await run_check(write_config(tmp_path, server), alsa=virtual_alsa)
     assert code == 1, out
     line = lines["mic level"]
     assert line.startswith("FAIL  mic level    1.0 s recorded, peak -inf dBFS, rms -inf dBFS")

@@ -51,11 +51,16 @@ async def start_box(server, tmp_path):
         return b
 
     yield start
+    open_then = [c for c in server.connections if not c.closed]
     for b in boxes:
         code = await b.stop()
         assert SECRET not in b.log()
         assert "Traceback" not in b.log(), b.log()[-3000:]
         assert code == 0, b.log()[-3000:]
+    for conn in open_then:
+        # The box left its live session with a close frame, not a dropped connection.
+        await server.wait_for(lambda c=conn: c.closed, timeout=5)
+        assert conn.close_code == 1000
 
 
 @pytest.fixture
