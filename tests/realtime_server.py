@@ -59,10 +59,12 @@ from aiohttp import WSMsgType, web
 
 try:  # importable both as `tests.realtime_server` and as a top-level module
     from . import realtime_profiles as rp
+    from . import realtime_replay as rr
     from . import realtime_scripts as rs
     from .event_validation import client_event_adapter, validate_client_event
 except ImportError:
     import realtime_profiles as rp  # type: ignore[no-redef]
+    import realtime_replay as rr  # type: ignore[no-redef]
     import realtime_scripts as rs  # type: ignore[no-redef]
     from event_validation import client_event_adapter, validate_client_event  # type: ignore[no-redef]
 
@@ -71,9 +73,9 @@ ToolCallAnswer = rs.ToolCallAnswer
 ErrorAnswer = rs.ErrorAnswer
 Answer = rs.Answer
 tone = rs.tone
-WaitFor = rs.WaitFor
-Pause = rs.Pause
-CloseWith = rs.CloseWith
+WaitFor = rr.WaitFor
+Pause = rr.Pause
+CloseWith = rr.CloseWith
 Profile = rp.Profile
 PROFILES = rp.PROFILES
 YANDEX_2026 = rp.YANDEX_2026
@@ -159,7 +161,6 @@ class _Conn:
         self.ws: web.WebSocketResponse = ws
         self.record: ConnectionRecord = record
         self.output_rate = server.output_rate
-        self.profile: rp.Profile = server.profile
         self.buffer = bytearray()
         self.items: dict[str, dict[str, Any]] = {}  # the conversation, in order
         self.audio_sent: dict[str, int] = {}  # assistant item id -> audio bytes sent
@@ -483,7 +484,7 @@ class RealtimeTestServer:
         own (no session.created unless the frames hold one); the handshake checks still apply,
         client events are still recorded and validated. An output_audio delta given as an int
         (a trace's byte count) is sent as that many bytes of tone. After the last step the
-        connection stays open and silent. See also `rs.infer_waits()`.
+        connection stays open and silent. See tests/realtime_replay.py (`infer_waits()`).
         """
         self._scripts.append(list(frames))
 
@@ -581,7 +582,7 @@ class RealtimeTestServer:
             voice = self.profile.default_voice
             record.session = rs.default_session(session_id, model, conn.output_rate, voice)
             if self._scripts:
-                conn.script_task = self.spawn(rs.play_script(conn, self._scripts.popleft()))
+                conn.script_task = self.spawn(rr.play_script(conn, self._scripts.popleft()))
             else:
                 await conn.emit("session.created", session=copy.deepcopy(record.session))
             if self.session_max_s is not None:

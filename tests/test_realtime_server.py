@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from event_validation import validate_client_event, validate_server_event
-from realtime_scripts import infer_waits
+from realtime_replay import infer_waits
 from realtime_server import (
     EMPTY_QUESTION_TRANSCRIPT,
     LEGACY,
@@ -1207,7 +1207,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
         "item_id": "i",
         "output_index": 0,
         "content_index": 0,
-        "delta": 882,  # a trace's byte count
+        "delta": 882,  # a byte count
     }
     rt.script_frames(
         [
@@ -1217,6 +1217,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
             WaitFor("response.create"),
             {"type": "response.created", "event_id": "ev_3", "response": {"id": "r"}},
             delta,
+            {**delta, "event_id": "ev_5", "delta": "<audio 100 bytes>"},  # a trace's marker
             "not json",
             Pause(0.2),
             CloseWith(4000),
@@ -1238,6 +1239,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
         assert {k: v for k, v in got.items() if k != "delta"} == {
             k: v for k, v in delta.items() if k != "delta"
         }
+        assert base64.b64decode((await recv(ws))["delta"]) == tone(44100, 50 / 44100)
         assert (await ws.receive(timeout=1)).data == "not json"
         t0 = time.monotonic()
         msg = await ws.receive(timeout=2)
