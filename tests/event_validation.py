@@ -18,7 +18,8 @@ Client events (`validate_client_event(event, profile)`):
 In every profile, a few checks the SDK types cannot express:
 
 - `input_audio_buffer.append`: `audio` is strict base64 of an even number of bytes (PCM16);
-- `conversation.item.truncate`: `content_index` is 0 and `audio_end_ms` is >= 0.
+- `conversation.item.truncate`: `content_index` and `audio_end_ms` are >= 0 (the server checks
+  that `content_index` is the audio's, as its deltas named it).
 
 Server events (`validate_server_event(event, profile)`): the same schema check; except under
 ``openai``, Yandex's deviations are allowed: PCM rates other than 24000, no `name` in
@@ -129,8 +130,9 @@ def validate_client_event(event: Any, profile: str | rp.Profile = rp.YANDEX_2026
                 if len(raw) % 2:
                     problems.append(f"audio: odd number of bytes ({len(raw)}) for PCM16")
     elif etype == "conversation.item.truncate":
-        if ev.get("content_index") != 0:
-            problems.append(f"content_index: must be 0, got {ev.get('content_index')!r}")
+        index = ev.get("content_index")
+        if isinstance(index, int) and not isinstance(index, bool) and index < 0:
+            problems.append(f"content_index: must be >= 0, got {index}")
         end = ev.get("audio_end_ms")
         if isinstance(end, int) and not isinstance(end, bool) and end < 0:
             problems.append(f"audio_end_ms: must be >= 0, got {end}")

@@ -233,6 +233,7 @@ class ItemState:
     text: str = ""  # transcript / text / arguments sent so far
     sent: set[str] = field(default_factory=set)
     text_too: bool = False  # an audio item whose words also go out as response.output_text.*
+    audio_index: int = 0  # the content_index of the audio part (> 0: a text part comes first)
 
 
 @dataclass
@@ -308,9 +309,14 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
     st = ItemState(item, kind, len(resp.output), conn.last_item_id, resp.id)
     # yandex-2026: the words of an audio answer come as output_text AND as its audio transcript.
     st.text_too = kind == "audio" and server.profile.text_on_both_channels
+    st.audio_index = server.audio_content_index if kind == "audio" else 0
     await _start_item(conn, resp, st)
     ids = {"response_id": resp.id, "item_id": item_id, "output_index": st.output_index}
-    ids["content_index"] = 0
+    if st.audio_index > 0:  # a text part first, at content_index 0
+        st.sent.add("text_part")
+        part0 = {"type": "text", "text": ""}
+        await conn.emit("response.content_part.added", **ids, content_index=0, part=part0)
+    ids["content_index"] = st.audio_index
     part = {"type": "text", "text": ""} if answer.text else {"type": "audio", "transcript": ""}
     st.sent.add("part")
     await conn.emit("response.content_part.added", **ids, part=part)
@@ -324,6 +330,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
         chunks = chunk_bytes(pcm, conn.output_rate, answer.chunk_ms)
         words = split_words(answer.transcript, len(chunks))
         conn.audio_sent[item_id] = 0
+        conn.audio_index[item_id] = st.audio_index
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, chunk in enumerate(chunks):
@@ -352,7 +359,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
 async def _words(conn: Any, st: ItemState, ids: dict[str, Any], words: str) -> None:
     st.text += words
     if st.text_too:
-        await conn.emit("response.output_text.delta", **ids, delta=words)
+        await conn.emit("response.output_text.delta", **{**ids, "content_index": 0}, delta=words)
     await conn.emit("response.output_audio_transcript.delta", **ids, delta=words)
 
 
@@ -393,20 +400,27 @@ async def _start_item(conn: Any, resp: ResponseState, st: ItemState) -> None:
 async def finish_item(conn: Any, st: ItemState, status: str) -> None:
     """Send the *.done events of an item that were not sent yet (also on cancel)."""
 
-    async def once(type_: str, **fields: Any) -> None:
-        if type_ not in st.sent:
-            st.sent.add(type_)
+    async def once(type_: str, key: str = "", **fields: Any) -> None:
+        if (key or type_) not in st.sent:
+            st.sent.add(key or type_)
             await conn.emit(type_, **fields)
 
     ids = {"response_id": st.response_id, "output_index": st.output_index}
     if st.kind in ("audio", "text") and "part" in st.sent:
         beta = conn.server.beta_names
-        part_ids = {**ids, "item_id": st.item["id"], "content_index": 0}
+        text_ids = {**ids, "item_id": st.item["id"], "content_index": 0}
+        part_ids = {**text_ids, "content_index": st.audio_index}
+        contents = []
         if st.kind == "audio":
             await once("response.output_audio.done", **part_ids)
             if st.text_too:
-                await once("response.output_text.done", **part_ids, text=st.text)
+                await once("response.output_text.done", **text_ids, text=st.text)
             await once("response.output_audio_transcript.done", **part_ids, transcript=st.text)
+            if "text_part" in st.sent:  # the text part before the audio (audio_index > 0)
+                text = st.text if st.text_too else ""
+                part0 = {"type": "text", "text": text}
+                await once("response.content_part.done", "text_part_done", **text_ids, part=part0)
+                contents.append({"type": "text" if beta else "output_text", "text": text})
             part = {"type": "audio", "transcript": st.text}
             content = {"type": "audio" if beta else "output_audio", "transcript": st.text}
         else:
@@ -414,7 +428,7 @@ async def finish_item(conn: Any, st: ItemState, status: str) -> None:
             part = {"type": "text", "text": st.text}
             content = {"type": "text" if beta else "output_text", "text": st.text}
         await once("response.content_part.done", **part_ids, part=part)
-        st.item["content"] = [content]
+        st.item["content"] = [*contents, content]
     st.item["status"] = status
     item = copy.deepcopy(st.item)
     await once("response.output_item.done", **ids, item=item)

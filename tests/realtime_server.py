@@ -164,6 +164,7 @@ class _Conn:
         self.buffer = bytearray()
         self.items: dict[str, dict[str, Any]] = {}  # the conversation, in order
         self.audio_sent: dict[str, int] = {}  # assistant item id -> audio bytes sent
+        self.audio_index: dict[str, int] = {}  # assistant item id -> its audio's content_index
         self.call_ids: set[str] = set()
         self.response: rs.ResponseState | None = None
         self.lock = asyncio.Lock()
@@ -304,6 +305,9 @@ class RealtimeTestServer:
         self.session_max_s: float | None = None
         self.pace_realtime = False
         self.late_deltas_on_interrupt = 0  # see _late_audio
+        # The content_index of an answer's audio; > 0 puts a text part first, at 0 (the words
+        # go there when the profile sends them on both channels). Truncate must name it.
+        self.audio_content_index = 0
         self.cancel_delay_s = 0.0  # response.cancel takes effect only after this long
         self.autoping = True  # answer client pings (silent connections never do)
         # Recordings.
@@ -662,7 +666,7 @@ class RealtimeTestServer:
                 response_id=current.response_id,
                 item_id=item_id,
                 output_index=current.output_index,
-                content_index=0,
+                content_index=current.audio_index,
                 delta=base64.b64encode(chunk).decode("ascii"),
             )
 
@@ -902,8 +906,10 @@ class RealtimeTestServer:
             message = "Only assistant messages with audio can be truncated"
             await conn.error("invalid_value", message, "item_id", event)
             return
-        if index != 0:
-            await conn.error("invalid_value", "content_index must be 0", "content_index", event)
+        audio_index = conn.audio_index.get(item_id, 0)
+        if index != audio_index:
+            message = f"content_index must be {audio_index} (the audio content of {item_id})"
+            await conn.error("invalid_value", message, "content_index", event)
             return
         duration_ms = conn.audio_sent[item_id] * 1000 / (2 * conn.output_rate)
         if not isinstance(end, int) or isinstance(end, bool) or end < 0:
@@ -914,7 +920,7 @@ class RealtimeTestServer:
             message = f"Audio content of {duration_ms:.0f}ms is already shorter than {end}ms"
             await conn.error("invalid_value", message, "audio_end_ms", event)
             return
-        truncation = {"item_id": item_id, "content_index": 0, "audio_end_ms": end}
+        truncation = {"item_id": item_id, "content_index": index, "audio_end_ms": end}
         self.truncations.append({"connection": conn.record.index, **truncation})
         await conn.emit("conversation.item.truncated", **truncation)
 

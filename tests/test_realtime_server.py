@@ -1129,7 +1129,8 @@ def test_validate_client_event_common(profile: str) -> None:
     truncate = {"type": "conversation.item.truncate", "item_id": "i", "content_index": 0}
     assert validate_client_event({**truncate, "audio_end_ms": 10}, profile) == []
     assert validate_client_event({**truncate, "audio_end_ms": -1}, profile)
-    assert validate_client_event({**truncate, "content_index": 1, "audio_end_ms": 1}, profile)
+    assert validate_client_event({**truncate, "content_index": 1, "audio_end_ms": 1}, profile) == []
+    assert validate_client_event({**truncate, "content_index": -1, "audio_end_ms": 1}, profile)
     assert validate_client_event({"type": "response.audio.delta"}, profile)
     assert validate_client_event([1, 2], profile)
 
@@ -1272,3 +1273,40 @@ def test_infer_waits() -> None:
         frames[5],
         frames[6],
     ]
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+async def test_audio_content_index(http, profile: str) -> None:
+    """audio_content_index=1: a text part at 0, the audio at 1; truncate must name 1."""
+    async with RealtimeTestServer(profile=profile) as rt, session_ws(http, rt) as ws:
+        rt.audio_content_index = 1
+        rt.answers.append(AudioAnswer("Привет.", pcm=tone(rt.output_rate, 0.2), chunk_ms=40))
+        await ws.send_json({"type": "response.create"})
+        events = await recv_until(ws, "response.done")
+        item = events[-1]["response"]["output"][0]
+        trunc = {"type": "conversation.item.truncate", "item_id": item["id"], "audio_end_ms": 50}
+        await ws.send_json({**trunc, "content_index": 0})
+        err = await recv(ws)
+        await ws.send_json({**trunc, "content_index": 1})
+        truncated = await recv(ws)
+    both = rt.profile.text_on_both_channels
+    indexes = {e["type"]: e["content_index"] for e in events if "content_index" in e}
+    assert indexes["response.output_audio.delta"] == 1
+    assert indexes["response.output_audio_transcript.done"] == 1
+    assert ("response.output_text.delta" in indexes) is both
+    if both:
+        assert indexes["response.output_text.done"] == 0
+    parts = [(e["type"], e["content_index"]) for e in events if "content_part" in e["type"]]
+    assert parts == [
+        ("response.content_part.added", 0),
+        ("response.content_part.added", 1),
+        ("response.content_part.done", 0),
+        ("response.content_part.done", 1),
+    ]
+    assert item["content"] == [
+        {"type": "output_text", "text": "Привет." if both else ""},
+        {"type": "output_audio", "transcript": "Привет."},
+    ]
+    assert err["error"]["param"] == "content_index" and truncated["content_index"] == 1
+    assert rt.truncations[0]["content_index"] == 1
+    assert sent_problems(rt) == []
