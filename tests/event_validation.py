@@ -67,16 +67,14 @@ def _allow_rate(container: Any, side: str, rates: frozenset[int]) -> None:
         fmt["rate"] = 24000
 
 
-def _allow_output_rate(container: Any) -> None:
-    _allow_rate(container, "output", ALLOWED_OUTPUT_RATES)
-
-
 def _refused_fields(profile: rp.Profile, container: Any, where: str) -> list[str]:
     """The session fields this profile's server refuses, and string tool `parameters`."""
     if not isinstance(container, dict):
         return []
     problems = []
-    for dotted in profile.unknown_fields if where == "session" else ():
+    for dotted in profile.unknown_fields:
+        if where == "response" and not dotted.startswith("audio.output."):
+            continue
         node: Any = container
         for key in dotted.split("."):
             node = node.get(key, KeyError) if isinstance(node, dict) else KeyError

@@ -309,12 +309,7 @@ class ClientEventHandlers:
             )
             await conn.error("conversation_already_has_active_response", message, event=event)
             return
-        body = event.get("response")
-        refusal = (
-            rp.check_tools(self.profile, body.get("tools"), "response")
-            if isinstance(body, dict)
-            else None
-        )
+        refusal = rp.check_response(self.profile, event.get("response"))
         if refusal is not None:
             await conn.refuse(refusal, event)
             return

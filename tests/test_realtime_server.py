@@ -1310,3 +1310,36 @@ async def test_audio_content_index(http, profile: str) -> None:
     assert err["error"]["param"] == "content_index" and truncated["content_index"] == 1
     assert rt.truncations[0]["content_index"] == 1
     assert sent_problems(rt) == []
+
+
+@pytest.mark.parametrize(
+    ("profile", "fmt", "code", "param"),
+    [
+        (
+            YANDEX_2026,
+            {"type": "audio/pcm", "rate": 44100, "channels": 1},
+            "unknown_parameter",
+            "response.audio.output.format.channels",
+        ),
+        (
+            OPENAI,
+            {"type": "audio/pcm", "rate": 44100},
+            "invalid_value",
+            "response.audio.output.format.rate",
+        ),
+    ],
+)
+async def test_response_create_body_checked(http, profile, fmt, code, param) -> None:
+    async with RealtimeTestServer(profile=profile) as rt, session_ws(http, rt) as ws:
+        body = {"audio": {"output": {"format": fmt}}}
+        await ws.send_json({"type": "response.create", "event_id": "r1", "response": body})
+        err = await recv(ws)
+        assert err["type"] == "error" and err["error"]["event_id"] == "r1"
+        assert (err["error"]["code"], err["error"]["param"]) == (code, param)
+        fmt = {k: v for k, v in fmt.items() if k != "channels"}
+        fmt["rate"] = 44100 if profile == YANDEX_2026 else 24000
+        body = {"audio": {"output": {"format": fmt}}}
+        await ws.send_json({"type": "response.create", "response": body})
+        assert (await recv_until(ws, "response.done"))[-1]["response"]["status"] == "completed"
+    assert rt.validation_errors  # the refused one
+    assert all(e.startswith("response.create: response.") for e in rt.validation_errors)
