@@ -207,7 +207,9 @@ def response_object(
 #
 # `conn` below is the server's per-connection state (realtime_server._Conn): it provides
 # `server`, `emit()`, `send_raw()`, `abort()`, `request_close()`, `items`, `last_item_id`,
-# `audio_sent`, `call_ids`, `response`, `output_rate` and `record.session`.
+# `audio_sent`, `audio_index`, `call_ids`, `response`, `output_rate` and `record.session`; the
+# server's `profile` (tests/realtime_profiles.py) decides whether an audio answer's words also
+# go out as output_text and whether function_call_arguments.done names the function.
 
 
 class Gone(Exception):
