@@ -199,7 +199,9 @@ class ClientEventHandlers:
         await conn.emit(
             "conversation.item.added", previous_item_id=previous, item=copy.deepcopy(item)
         )
-        if self.transcript_delay_s > 0:
+        if not self.sends_transcripts:  # a server that never says what it heard
+            item["content"][0]["transcript"] = transcript
+        elif self.transcript_delay_s > 0:
             task = self.spawn(self._transcribe(conn, item, transcript, ms, self.transcript_delay_s))
             conn.pending_transcripts[item_id] = task
         else:

@@ -278,6 +278,9 @@ class RealtimeTestServer(ClientEventHandlers):
         self.answer_delay_s = 0.0  # the response delay: response.create -> response.created
         # commit -> ...input_audio_transcription.completed (0: sent right after the commit)
         self.transcript_delay_s = self.profile.transcript_delay_s
+        # False: no ...input_audio_transcription.completed at all (Yandex's reference marks the
+        # transcription events unreliable); then no response.create counts as early.
+        self.sends_transcripts = True
         # The answer to a response.create sent before the transcript is done (yandex-2026);
         # None: 0.2 s of 220 Hz tone saying EMPTY_QUESTION_TRANSCRIPT.
         self.early_answer: Answer | None = None

@@ -684,6 +684,22 @@ async def test_early_response_create_answered_by_openai(oa: RealtimeTestServer, 
     assert oa.early_responses == []
 
 
+async def test_no_transcripts(rt: RealtimeTestServer, http) -> None:
+    rt.sends_transcripts = False
+    rt.answers.append(AudioAnswer("Сегодня солнечно."))
+    async with session_ws(http, rt) as ws:
+        await speak(ws)
+        turn = [await recv(ws), await recv(ws)]
+        with pytest.raises(asyncio.TimeoutError):
+            await ws.receive(timeout=0.3)
+        await ws.send_json({"type": "response.create"})
+        events = await recv_until(ws, "response.done")
+    assert types(turn) == ["input_audio_buffer.committed", "conversation.item.added"]
+    assert rt.sent_of("conversation.item.input_audio_transcription.completed") == []
+    assert words_of(events, "response.output_audio_transcript.delta") == "Сегодня солнечно."
+    assert rt.early_responses == []
+
+
 async def test_early_answer_is_configurable(rt: RealtimeTestServer, http) -> None:
     rt.transcript_delay_s = 0.3
     rt.early_answer = AudioAnswer("", pcm=b"")
