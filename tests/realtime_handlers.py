@@ -80,12 +80,13 @@ class ClientEventHandlers:
 
     async def _on_session_update(self, conn: _Conn, event: dict[str, Any]) -> None:
         update = event.get("session")
-        refusal = rp.check_session(self.profile, update)
-        close_code = None
+        refusal: rp.Refusal | None = rp.check_session(self.profile, update)
+        close_code, send_error = None, True
         if refusal is None and self._session_refusals:
-            refusal, close_code = self._session_refusals.popleft()
+            refusal, close_code, send_error = self._session_refusals.popleft()
         if refusal is not None:
-            await conn.refuse(refusal, event)
+            if send_error:
+                await conn.refuse(refusal, event)
             if close_code is not None:
                 conn.request_close(close_code)
             return

@@ -310,7 +310,7 @@ class RealtimeTestServer(ClientEventHandlers):
         # {"connection": index, "item_id": the committed item whose transcript was pending}
         self.early_responses: list[dict[str, Any]] = []
         # Internals.
-        self._session_refusals: collections.deque[tuple[rp.Refusal, int | None]]
+        self._session_refusals: collections.deque[tuple[rp.Refusal, int | None, bool]]
         self._session_refusals = collections.deque()
         self._scripts: collections.deque[list[Any]] = collections.deque()
         self._refusals: collections.deque[int] = collections.deque()
@@ -461,11 +461,15 @@ class RealtimeTestServer(ClientEventHandlers):
         message: str = "The session configuration is not supported.",
         param: str | None = "session",
         close_code: int | None = None,
+        send_error: bool = True,
     ) -> None:
         """Refuse the next `times` session.updates whatever they hold: an `error` naming the
-        update's event_id (session unchanged), then, with `close_code`, a close with it."""
+        update's event_id (session unchanged), then, with `close_code`, a close with it.
+        `send_error=False` (with a `close_code`): the close alone, no error."""
+        if not send_error and close_code is None:
+            raise ValueError("a refusal without an error needs a close_code")
         refusal = rp.Refusal(code, message, param)
-        self._session_refusals.extend([(refusal, close_code)] * times)
+        self._session_refusals.extend([(refusal, close_code, send_error)] * times)
 
     def script_frames(self, frames: list[Any]) -> None:
         """Replay: the NEXT accepted connection plays `frames` in order instead of answering.

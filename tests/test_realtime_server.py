@@ -735,6 +735,13 @@ async def test_refuse_session_update(any_rt: RealtimeTestServer, http) -> None:
         assert msg.type is WSMsgType.CLOSE and msg.data == 1008
     await rt.wait_for(lambda: rt.connections[1].closed)
     assert rt.connections[1].close_code == 1008
+    rt.refuse_session_update(close_code=1011, send_error=False)
+    async with session_ws(http, rt) as ws:
+        await ws.send_json({"type": "session.update", "session": session})
+        msg = await ws.receive(timeout=2)
+        assert msg.type is WSMsgType.CLOSE and msg.data == 1011  # no error first
+    with pytest.raises(ValueError):
+        rt.refuse_session_update(send_error=False)
 
 
 async def test_response_delay(rt: RealtimeTestServer, http) -> None:
