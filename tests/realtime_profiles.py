@@ -18,6 +18,13 @@ section 0 (the 2026 formats), §7 (errors) and §8 (the SDK types).
 - ``legacy``: TRANSITIONAL, the test server as it was before the 2026 profiles (the 2025 path
   ``/v1/realtime/openai``, everything accepted). Only for tests not yet moved to a 2026 profile;
   delete it once none uses it.
+
+Under both 2026 profiles a `session.type` other than "realtime" and a format other than
+``audio/pcm`` are refused too, and a response.create body is checked like the output side of a
+session. Codes: ``unknown_parameter`` (refused fields), ``invalid_value`` (type, format, rate),
+``invalid_type`` (string ``parameters``), ``missing_required_parameter`` (``session.type``,
+openai); Yandex's ``clear`` and assistant-item refusals carry ``code: null``, as its reference
+error does.
 """
 
 from __future__ import annotations
