@@ -18,8 +18,8 @@ Client events (`validate_client_event(event, profile)`):
 In every profile, a few checks the SDK types cannot express:
 
 - `input_audio_buffer.append`: `audio` is strict base64 of an even number of bytes (PCM16);
-- `conversation.item.truncate`: `content_index` is an index >= 0 (the audio part's: 0 on
-  every server seen) and `audio_end_ms` is >= 0.
+- `conversation.item.truncate`: `content_index` and `audio_end_ms` are >= 0 (the server checks
+  that `content_index` is the audio's, as its deltas named it).
 
 Server events (`validate_server_event(event, profile)`): the same schema check; except under
 ``openai``, Yandex's deviations are allowed: PCM rates other than 24000, no `name` in
@@ -67,16 +67,14 @@ def _allow_rate(container: Any, side: str, rates: frozenset[int]) -> None:
         fmt["rate"] = 24000
 
 
-def _allow_output_rate(container: Any) -> None:
-    _allow_rate(container, "output", ALLOWED_OUTPUT_RATES)
-
-
 def _refused_fields(profile: rp.Profile, container: Any, where: str) -> list[str]:
     """The session fields this profile's server refuses, and string tool `parameters`."""
     if not isinstance(container, dict):
         return []
     problems = []
-    for dotted in profile.unknown_fields if where == "session" else ():
+    for dotted in profile.unknown_fields:
+        if where == "response" and not dotted.startswith("audio.output."):
+            continue
         node: Any = container
         for key in dotted.split("."):
             node = node.get(key, KeyError) if isinstance(node, dict) else KeyError
@@ -131,8 +129,8 @@ def validate_client_event(event: Any, profile: str | rp.Profile = rp.YANDEX_2026
                     problems.append(f"audio: odd number of bytes ({len(raw)}) for PCM16")
     elif etype == "conversation.item.truncate":
         index = ev.get("content_index")
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            problems.append(f"content_index: must be an index >= 0, got {index!r}")
+        if isinstance(index, int) and not isinstance(index, bool) and index < 0:
+            problems.append(f"content_index: must be >= 0, got {index}")
         end = ev.get("audio_end_ms")
         if isinstance(end, int) and not isinstance(end, bool) and end < 0:
             problems.append(f"audio_end_ms: must be >= 0, got {end}")

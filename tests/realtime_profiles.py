@@ -18,6 +18,13 @@ section 0 (the 2026 formats), §7 (errors) and §8 (the SDK types).
 - ``legacy``: TRANSITIONAL, the test server as it was before the 2026 profiles (the 2025 path
   ``/v1/realtime/openai``, everything accepted). Only for tests not yet moved to a 2026 profile;
   delete it once none uses it.
+
+Under both 2026 profiles a `session.type` other than "realtime" and a format other than
+``audio/pcm`` are refused too, and a response.create body is checked like the output side of a
+session. Codes: ``unknown_parameter`` (refused fields), ``invalid_value`` (type, format, rate),
+``invalid_type`` (string ``parameters``), ``missing_required_parameter`` (``session.type``,
+openai); Yandex's ``clear`` and assistant-item refusals carry ``code: null``, as its reference
+error does.
 """
 
 from __future__ import annotations
@@ -189,12 +196,42 @@ def check_tools(profile: Profile, tools: Any, where: str) -> Refusal | None:
     return None
 
 
+def _check_body(profile: Profile, body: dict[str, Any], where: str) -> Refusal | None:
+    """Unknown fields, audio formats and tools of a `session` or a `response` body."""
+    sides = ("input", "output") if where == "session" else ("output",)
+    for dotted in profile.unknown_fields:
+        if dotted.split(".")[1] in sides and _lookup(body, dotted)[0]:
+            param = f"{where}.{dotted}"
+            return Refusal("unknown_parameter", f"Unknown parameter: '{param}'.", param)
+    for side in sides:
+        rates = profile.input_rates if side == "input" else profile.output_rates
+        found, fmt = _lookup(body, f"audio.{side}.format")
+        if not found or fmt is None:
+            continue
+        param = f"{where}.audio.{side}.format"
+        if not isinstance(fmt, dict):
+            message = f"Invalid type for '{param}': expected an object."
+            return Refusal("invalid_type", message, param)
+        if fmt.get("type", "audio/pcm") != "audio/pcm":
+            message = (
+                f"Invalid value for '{param}.type': {fmt.get('type')!r}. Supported: 'audio/pcm'."
+            )
+            return Refusal("invalid_value", message, f"{param}.type")
+        if "rate" in fmt and fmt["rate"] not in rates:
+            allowed = ", ".join(str(r) for r in sorted(rates))
+            message = (
+                f"Invalid value for '{param}.rate': {fmt['rate']!r}. "
+                f"Supported values are: {allowed}."
+            )
+            return Refusal("invalid_value", message, f"{param}.rate")
+    return check_tools(profile, body.get("tools"), where)
+
+
 def check_session(profile: Profile, session: Any) -> Refusal | None:
     """Why this server refuses a session.update's `session`, or None if it takes it."""
     if not isinstance(session, dict):
-        return Refusal(
-            "missing_required_parameter", "Missing required parameter: 'session'.", "session"
-        )
+        message = "Missing required parameter: 'session'."
+        return Refusal("missing_required_parameter", message, "session")
     if profile.name == LEGACY:
         return None
     if "type" not in session and profile.session_type_required:
@@ -206,28 +243,11 @@ def check_session(profile: Profile, session: Any) -> Refusal | None:
             "Supported values are: 'realtime'."
         )
         return Refusal("invalid_value", message, "session.type")
-    for dotted in profile.unknown_fields:
-        if _lookup(session, dotted)[0]:
-            param = f"session.{dotted}"
-            return Refusal("unknown_parameter", f"Unknown parameter: '{param}'.", param)
-    for side, rates in (("input", profile.input_rates), ("output", profile.output_rates)):
-        found, fmt = _lookup(session, f"audio.{side}.format")
-        if not found or fmt is None:
-            continue
-        if not isinstance(fmt, dict):
-            param = f"session.audio.{side}.format"
-            return Refusal(
-                "invalid_type", f"Invalid type for '{param}': expected an object.", param
-            )
-        if fmt.get("type", "audio/pcm") != "audio/pcm":
-            param = f"session.audio.{side}.format.type"
-            message = f"Invalid value for '{param}': {fmt.get('type')!r}. Supported: 'audio/pcm'."
-            return Refusal("invalid_value", message, param)
-        if "rate" in fmt and fmt["rate"] not in rates:
-            param = f"session.audio.{side}.format.rate"
-            allowed = ", ".join(str(r) for r in sorted(rates))
-            message = (
-                f"Invalid value for '{param}': {fmt['rate']!r}. Supported values are: {allowed}."
-            )
-            return Refusal("invalid_value", message, param)
-    return check_tools(profile, session.get("tools"), "session")
+    return _check_body(profile, session, "session")
+
+
+def check_response(profile: Profile, response: Any) -> Refusal | None:
+    """Why this server refuses a response.create's `response` body, or None (no body is fine)."""
+    if not isinstance(response, dict) or profile.name == LEGACY:
+        return None
+    return _check_body(profile, response, "response")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +207,9 @@ def response_object(
 #
 # `conn` below is the server's per-connection state (realtime_server._Conn): it provides
 # `server`, `emit()`, `send_raw()`, `abort()`, `request_close()`, `items`, `last_item_id`,
-# `audio_sent`, `call_ids`, `response`, `output_rate` and `record.session`.
+# `audio_sent`, `audio_index`, `call_ids`, `response`, `output_rate` and `record.session`; the
+# server's `profile` (tests/realtime_profiles.py) decides whether an audio answer's words also
+# go out as output_text and whether function_call_arguments.done names the function.
 
 
 class Gone(Exception):
@@ -234,6 +235,7 @@ class ItemState:
     text: str = ""  # transcript / text / arguments sent so far
     sent: set[str] = field(default_factory=set)
     text_too: bool = False  # an audio item whose words also go out as response.output_text.*
+    audio_index: int = 0  # the content_index of the audio part (> 0: a text part comes first)
 
 
 @dataclass
@@ -309,9 +311,14 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
     st = ItemState(item, kind, len(resp.output), conn.last_item_id, resp.id)
     # yandex-2026: the words of an audio answer come as output_text AND as its audio transcript.
     st.text_too = kind == "audio" and server.profile.text_on_both_channels
+    st.audio_index = server.audio_content_index if kind == "audio" else 0
     await _start_item(conn, resp, st)
     ids = {"response_id": resp.id, "item_id": item_id, "output_index": st.output_index}
-    ids["content_index"] = server.audio_content_index
+    if st.audio_index > 0:  # a text part first, at content_index 0
+        st.sent.add("text_part")
+        part0 = {"type": "text", "text": ""}
+        await conn.emit("response.content_part.added", **ids, content_index=0, part=part0)
+    ids["content_index"] = st.audio_index
     part = {"type": "text", "text": ""} if answer.text else {"type": "audio", "transcript": ""}
     st.sent.add("part")
     await conn.emit("response.content_part.added", **ids, part=part)
@@ -325,6 +332,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
         chunks = chunk_bytes(pcm, conn.output_rate, answer.chunk_ms)
         words = split_words(answer.transcript, len(chunks))
         conn.audio_sent[item_id] = 0
+        conn.audio_index[item_id] = st.audio_index
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, chunk in enumerate(chunks):
@@ -353,7 +361,7 @@ async def _play_message(conn: Any, resp: ResponseState, answer: AudioAnswer) -> 
 async def _words(conn: Any, st: ItemState, ids: dict[str, Any], words: str) -> None:
     st.text += words
     if st.text_too:
-        await conn.emit("response.output_text.delta", **ids, delta=words)
+        await conn.emit("response.output_text.delta", **{**ids, "content_index": 0}, delta=words)
     await conn.emit("response.output_audio_transcript.delta", **ids, delta=words)
 
 
@@ -394,24 +402,27 @@ async def _start_item(conn: Any, resp: ResponseState, st: ItemState) -> None:
 async def finish_item(conn: Any, st: ItemState, status: str) -> None:
     """Send the *.done events of an item that were not sent yet (also on cancel)."""
 
-    async def once(type_: str, **fields: Any) -> None:
-        if type_ not in st.sent:
-            st.sent.add(type_)
+    async def once(type_: str, key: str = "", **fields: Any) -> None:
+        if (key or type_) not in st.sent:
+            st.sent.add(key or type_)
             await conn.emit(type_, **fields)
 
     ids = {"response_id": st.response_id, "output_index": st.output_index}
     if st.kind in ("audio", "text") and "part" in st.sent:
         beta = conn.server.beta_names
-        part_ids = {
-            **ids,
-            "item_id": st.item["id"],
-            "content_index": conn.server.audio_content_index,
-        }
+        text_ids = {**ids, "item_id": st.item["id"], "content_index": 0}
+        part_ids = {**text_ids, "content_index": st.audio_index}
+        contents = []
         if st.kind == "audio":
             await once("response.output_audio.done", **part_ids)
             if st.text_too:
-                await once("response.output_text.done", **part_ids, text=st.text)
+                await once("response.output_text.done", **text_ids, text=st.text)
             await once("response.output_audio_transcript.done", **part_ids, transcript=st.text)
+            if "text_part" in st.sent:  # the text part before the audio (audio_index > 0)
+                text = st.text if st.text_too else ""
+                part0 = {"type": "text", "text": text}
+                await once("response.content_part.done", "text_part_done", **text_ids, part=part0)
+                contents.append({"type": "text" if beta else "output_text", "text": text})
             part = {"type": "audio", "transcript": st.text}
             content = {"type": "audio" if beta else "output_audio", "transcript": st.text}
         else:
@@ -419,111 +430,8 @@ async def finish_item(conn: Any, st: ItemState, status: str) -> None:
             part = {"type": "text", "text": st.text}
             content = {"type": "text" if beta else "output_text", "text": st.text}
         await once("response.content_part.done", **part_ids, part=part)
-        st.item["content"] = [content]
+        st.item["content"] = [*contents, content]
     st.item["status"] = status
     item = copy.deepcopy(st.item)
     await once("response.output_item.done", **ids, item=item)
     await once("conversation.item.done", previous_item_id=st.previous_item_id, item=item)
-
-
-# --------------------------------------------------------------------- replaying frames
-
-
-@dataclass(frozen=True)
-class WaitFor:
-    """Replay step: wait until the client sends an event of this type."""
-
-    type: str
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Replay step: wait this long."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class CloseWith:
-    """Replay step: close the WebSocket with this code (the script ends)."""
-
-    code: int = 1000
-
-
-# Server event -> the client event a recorded server frame of that type answers, for traces
-# that hold only the server's side (best effort: server-VAD commits and responses, which the
-# server starts on its own, would wait for nothing in a real trace).
-ANSWERS_TO = {
-    "session.updated": "session.update",
-    "input_audio_buffer.committed": "input_audio_buffer.commit",
-    "input_audio_buffer.cleared": "input_audio_buffer.clear",
-    "response.created": "response.create",
-    "conversation.item.truncated": "conversation.item.truncate",
-    "conversation.item.deleted": "conversation.item.delete",
-    "conversation.item.retrieved": "conversation.item.retrieve",
-}
-
-
-def infer_waits(frames: list[Any]) -> list[Any]:
-    """A replay script from server frames alone: a WaitFor before each frame that answers a
-    client event (ANSWERS_TO), unless the previous frame was server VAD's speech_stopped."""
-    script: list[Any] = []
-    previous = None
-    for frame in frames:
-        ftype = frame.get("type") if isinstance(frame, dict) else None
-        wanted = ANSWERS_TO.get(ftype) if isinstance(ftype, str) else None
-        vad_commit = ftype == "input_audio_buffer.committed" and (
-            previous == "input_audio_buffer.speech_stopped"
-        )
-        if wanted is not None and not vad_commit:
-            script.append(WaitFor(wanted))
-        script.append(frame)
-        previous = ftype
-    return script
-
-
-async def _wait_for_client(conn: Any, wanted: str, seen: int) -> int:
-    """Wait for a client event of type `wanted` at or after index `seen`; the index after it."""
-    while True:
-        conn.client_event.clear()
-        events = conn.record.events
-        while seen < len(events):
-            event = events[seen]
-            seen += 1
-            if isinstance(event, dict) and event.get("type") == wanted:
-                return seen
-        await conn.client_event.wait()
-
-
-def _with_audio(frame: dict[str, Any], rate: int) -> dict[str, Any]:
-    """A recorded audio delta given as its byte count becomes that much tone."""
-    delta = frame.get("delta")
-    if frame.get("type") in ("response.output_audio.delta", "response.audio.delta") and (
-        isinstance(delta, int) and not isinstance(delta, bool)
-    ):
-        pcm = tone(rate, (delta // 2) / rate)[: delta - delta % 2]
-        return {**frame, "delta": base64.b64encode(pcm).decode("ascii")}
-    return frame
-
-
-async def play_script(conn: Any, script: list[Any]) -> None:
-    """The task that replays one connection's script (RealtimeTestServer.script_frames)."""
-    seen = 0
-    try:
-        for step in script:
-            if isinstance(step, WaitFor):
-                seen = await _wait_for_client(conn, step.type, seen)
-            elif isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-            elif isinstance(step, CloseWith):
-                conn.request_close(step.code)
-                return
-            elif isinstance(step, dict):
-                text = json.dumps(_with_audio(step, conn.output_rate), ensure_ascii=False)
-                await conn.send_raw(text, json.loads(text))
-            elif isinstance(step, (str, bytes)):
-                await conn.send_raw(step)
-            else:
-                raise TypeError(f"not a replay step: {step!r}")
-    except Gone:
-        pass

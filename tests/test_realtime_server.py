@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from event_validation import validate_client_event, validate_server_event
-from realtime_scripts import infer_waits
+from realtime_replay import infer_waits
 from realtime_server import (
     EMPTY_QUESTION_TRANSCRIPT,
     LEGACY,
@@ -684,6 +684,22 @@ async def test_early_response_create_answered_by_openai(oa: RealtimeTestServer, 
     assert oa.early_responses == []
 
 
+async def test_no_transcripts(rt: RealtimeTestServer, http) -> None:
+    rt.sends_transcripts = False
+    rt.answers.append(AudioAnswer("Сегодня солнечно."))
+    async with session_ws(http, rt) as ws:
+        await speak(ws)
+        turn = [await recv(ws), await recv(ws)]
+        with pytest.raises(asyncio.TimeoutError):
+            await ws.receive(timeout=0.3)
+        await ws.send_json({"type": "response.create"})
+        events = await recv_until(ws, "response.done")
+    assert types(turn) == ["input_audio_buffer.committed", "conversation.item.added"]
+    assert rt.sent_of("conversation.item.input_audio_transcription.completed") == []
+    assert words_of(events, "response.output_audio_transcript.delta") == "Сегодня солнечно."
+    assert rt.early_responses == []
+
+
 async def test_early_answer_is_configurable(rt: RealtimeTestServer, http) -> None:
     rt.transcript_delay_s = 0.3
     rt.early_answer = AudioAnswer("", pcm=b"")
@@ -719,6 +735,13 @@ async def test_refuse_session_update(any_rt: RealtimeTestServer, http) -> None:
         assert msg.type is WSMsgType.CLOSE and msg.data == 1008
     await rt.wait_for(lambda: rt.connections[1].closed)
     assert rt.connections[1].close_code == 1008
+    rt.refuse_session_update(close_code=1011, send_error=False)
+    async with session_ws(http, rt) as ws:
+        await ws.send_json({"type": "session.update", "session": session})
+        msg = await ws.receive(timeout=2)
+        assert msg.type is WSMsgType.CLOSE and msg.data == 1011  # no error first
+    with pytest.raises(ValueError):
+        rt.refuse_session_update(send_error=False)
 
 
 async def test_response_delay(rt: RealtimeTestServer, http) -> None:
@@ -1129,7 +1152,8 @@ def test_validate_client_event_common(profile: str) -> None:
     truncate = {"type": "conversation.item.truncate", "item_id": "i", "content_index": 0}
     assert validate_client_event({**truncate, "audio_end_ms": 10}, profile) == []
     assert validate_client_event({**truncate, "audio_end_ms": -1}, profile)
-    assert validate_client_event({**truncate, "content_index": 1, "audio_end_ms": 1}, profile)
+    assert validate_client_event({**truncate, "content_index": 1, "audio_end_ms": 1}, profile) == []
+    assert validate_client_event({**truncate, "content_index": -1, "audio_end_ms": 1}, profile)
     assert validate_client_event({"type": "response.audio.delta"}, profile)
     assert validate_client_event([1, 2], profile)
 
@@ -1207,7 +1231,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
         "item_id": "i",
         "output_index": 0,
         "content_index": 0,
-        "delta": 882,  # a trace's byte count
+        "delta": 882,  # a byte count
     }
     rt.script_frames(
         [
@@ -1217,6 +1241,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
             WaitFor("response.create"),
             {"type": "response.created", "event_id": "ev_3", "response": {"id": "r"}},
             delta,
+            {**delta, "event_id": "ev_5", "delta": "<audio 100 bytes>"},  # a trace's marker
             "not json",
             Pause(0.2),
             CloseWith(4000),
@@ -1238,6 +1263,7 @@ async def test_script_frames_replays_in_answer_to_client_events(
         assert {k: v for k, v in got.items() if k != "delta"} == {
             k: v for k, v in delta.items() if k != "delta"
         }
+        assert base64.b64decode((await recv(ws))["delta"]) == tone(44100, 50 / 44100)
         assert (await ws.receive(timeout=1)).data == "not json"
         t0 = time.monotonic()
         msg = await ws.receive(timeout=2)
@@ -1270,3 +1296,73 @@ def test_infer_waits() -> None:
         frames[5],
         frames[6],
     ]
+
+
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+async def test_audio_content_index(http, profile: str) -> None:
+    """audio_content_index=1: a text part at 0, the audio at 1; truncate must name 1."""
+    async with RealtimeTestServer(profile=profile) as rt, session_ws(http, rt) as ws:
+        rt.audio_content_index = 1
+        rt.answers.append(AudioAnswer("Привет.", pcm=tone(rt.output_rate, 0.2), chunk_ms=40))
+        await ws.send_json({"type": "response.create"})
+        events = await recv_until(ws, "response.done")
+        item = events[-1]["response"]["output"][0]
+        trunc = {"type": "conversation.item.truncate", "item_id": item["id"], "audio_end_ms": 50}
+        await ws.send_json({**trunc, "content_index": 0})
+        err = await recv(ws)
+        await ws.send_json({**trunc, "content_index": 1})
+        truncated = await recv(ws)
+    both = rt.profile.text_on_both_channels
+    indexes = {e["type"]: e["content_index"] for e in events if "content_index" in e}
+    assert indexes["response.output_audio.delta"] == 1
+    assert indexes["response.output_audio_transcript.done"] == 1
+    assert ("response.output_text.delta" in indexes) is both
+    if both:
+        assert indexes["response.output_text.done"] == 0
+    parts = [(e["type"], e["content_index"]) for e in events if "content_part" in e["type"]]
+    assert parts == [
+        ("response.content_part.added", 0),
+        ("response.content_part.added", 1),
+        ("response.content_part.done", 0),
+        ("response.content_part.done", 1),
+    ]
+    assert item["content"] == [
+        {"type": "output_text", "text": "Привет." if both else ""},
+        {"type": "output_audio", "transcript": "Привет."},
+    ]
+    assert err["error"]["param"] == "content_index" and truncated["content_index"] == 1
+    assert rt.truncations[0]["content_index"] == 1
+    assert sent_problems(rt) == []
+
+
+@pytest.mark.parametrize(
+    ("profile", "fmt", "code", "param"),
+    [
+        (
+            YANDEX_2026,
+            {"type": "audio/pcm", "rate": 44100, "channels": 1},
+            "unknown_parameter",
+            "response.audio.output.format.channels",
+        ),
+        (
+            OPENAI,
+            {"type": "audio/pcm", "rate": 44100},
+            "invalid_value",
+            "response.audio.output.format.rate",
+        ),
+    ],
+)
+async def test_response_create_body_checked(http, profile, fmt, code, param) -> None:
+    async with RealtimeTestServer(profile=profile) as rt, session_ws(http, rt) as ws:
+        body = {"audio": {"output": {"format": fmt}}}
+        await ws.send_json({"type": "response.create", "event_id": "r1", "response": body})
+        err = await recv(ws)
+        assert err["type"] == "error" and err["error"]["event_id"] == "r1"
+        assert (err["error"]["code"], err["error"]["param"]) == (code, param)
+        fmt = {k: v for k, v in fmt.items() if k != "channels"}
+        fmt["rate"] = 44100 if profile == YANDEX_2026 else 24000
+        body = {"audio": {"output": {"format": fmt}}}
+        await ws.send_json({"type": "response.create", "response": body})
+        assert (await recv_until(ws, "response.done"))[-1]["response"]["status"] == "completed"
+    assert rt.validation_errors  # the refused one
+    assert all(e.startswith("response.create: response.") for e in rt.validation_errors)
