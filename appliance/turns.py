@@ -227,8 +227,8 @@ class TurnShell:
                 await self._answer_audio(event)
             case ev.OutputItemDone(call=ev.FunctionCall() as call, response_id=rid):
                 self._tool_call_started(rid, call)
-            case ev.FunctionCallArgumentsDone(call=call, response_id=rid):
-                self._tool_call_started(rid, call)
+            case ev.FunctionCallArgumentsDone(call=ev.FunctionCall() as call, response_id=rid):
+                self._tool_call_started(rid, call)  # (Yandex's has no name: output_item.done)
             case ev.ResponseDone():
                 await self._response_done(event)
             case ev.ServerError(is_commit_empty=True):

@@ -23,13 +23,13 @@ from conftest import fast_backoff, link_settings
 from link_helpers import QUESTION, FakePanel, FakeTranscripts, ask_once, until
 from realtime_server import AudioAnswer, ToolCallAnswer
 
-from appliance.config import Config, RealtimeConfig
+from appliance.config import ApiKey, Config, RealtimeConfig
 from appliance.config.schema import BuiltinTools, FileSearchConfig, ToolsConfig
 from appliance.core import state_machine as sm
 from appliance.protocol import server_events as ev
 from appliance.protocol.client_events import FunctionTool
 from appliance.realtime.link_events import Connected
-from appliance.realtime.supervisor import SessionSupervisor
+from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.realtime.tools import Tool, ToolRegistry
 from appliance.tools import build_registry
 from appliance.tools.builtin import (
@@ -346,9 +346,9 @@ def test_registry_switches_and_yandex_tools(tmp_path):
         "type": "function",
         "name": "file_search",
         "description": "fvt123index",
-        "parameters": "{}",
+        "parameters": {},
     }
-    assert specs["web_search"]["parameters"] == "{}"
+    assert specs["web_search"]["parameters"] == {}
     assert registry.answered_by_server("file_search") and registry.answered_by_server("web_search")
     assert not registry.answered_by_server("set_volume")
     none = dataclasses.replace(
@@ -468,6 +468,8 @@ async def test_stop_talking_with_another_call_still_gets_one_answer(server, tmp_
 
 
 async def test_yandex_tools_are_declared_and_never_answered(server, tmp_path):
+    if server.profile.name == "openai":
+        pytest.skip("Yandex's tools with provider openai are a config error (test_config)")
     cfg = config(tmp_path, file_search=FileSearchConfig(index_id="searchindex42"), web_search=True)
     await round_trip(
         server,
@@ -482,9 +484,9 @@ async def test_yandex_tools_are_declared_and_never_answered(server, tmp_path):
         "type": "function",
         "name": "file_search",
         "description": "searchindex42",
-        "parameters": "{}",
+        "parameters": {},  # an object in the 2026 format (the 2025 string is refused)
     }
-    assert declared["web_search"]["parameters"] == "{}"
+    assert declared["web_search"]["parameters"] == {}
 
 
 # ---- feedback while a tool runs: the real link, fakes for speaker, LED and journal --------
@@ -628,6 +630,8 @@ class FakeLink:
         self.answer_follows = False
         self.truncated: list[tuple[str, int]] = []
         self.sent: list[str] = []
+        self.settings = LinkSettings(endpoint="ws://unused", api_key=ApiKey("unused"))
+        self.response_requested = False
 
     def begin_turn(self) -> None:
         pass
@@ -644,11 +648,14 @@ class FakeLink:
     async def create_response(self) -> None:
         self.sent.append("response.create")
 
+    def ask_when_ready(self) -> None:
+        self.sent.append("response.create")  # the real link sends it once the server is ready
+
     async def cancel_response(self) -> bool:
         self.sent.append("response.cancel")
         return True
 
-    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+    async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
         self.truncated.append((item_id, audio_end_ms))
 
     def tool_running(self, call_id: str) -> bool:

@@ -46,7 +46,6 @@ from appliance.realtime.tools import ToolRegistry
 log = logging.getLogger("appliance.realtime")
 
 RENEWAL_POLL_S = 0.25
-ASKING = "asking"  # committed; response.create waits for the question (see ask_when_ready)
 PENDING = "pending"  # response.create sent; no response id yet
 CLEAR_EVENT_ID = "evt_discard_input"
 SETUP_EVENT_ID = "evt_session_setup"
@@ -148,9 +147,12 @@ class SessionSupervisor:
         self._buffer_session: str | None = None  # session holding uncommitted audio
         self._pending_audio_bytes = 0
         self._clear_supported = settings.provider.input_clear  # see discard_input
-        # The response: None, ASKING (committed; response.create not sent yet), PENDING (sent,
-        # not created yet), or its id.
+        # The response: None, PENDING (response.create sent, not created yet), or its id.
         self._response: str | None = None
+        # A committed question whose response.create waits for the server (ask_when_ready);
+        # ``_ask_ready``: it may go as soon as an interrupted answer has ended.
+        self._asking = False
+        self._ask_ready = False
         self._ask_timer: asyncio.TimerHandle | None = None
         self._ask_item: str | None = None  # the committed question's item id
         self._server_committed = False  # the server committed this turn's audio (its VAD)
@@ -323,19 +325,24 @@ class SessionSupervisor:
         ``transcript_wait_ms`` after the commit. Not at all if the server starts the response
         itself (its VAD runs although push-to-talk was asked for)."""
         self._cancel_ask()
-        self._response = ASKING
+        self._asking, self._ask_ready = True, False
         self._ask_item = None
         wait_s = self.settings.transcript_wait_ms / 1000
         self._ask_timer = asyncio.get_running_loop().call_later(wait_s, self._ask_timed_out)
 
     def _ask_timed_out(self) -> None:
         self._ask_timer = None
-        if self._response == ASKING:
+        if self._asking:
             log.debug("asking without the transcript (none within the wait)")
             self._spawn(self._ask_now())
 
     async def _ask_now(self) -> None:
-        if self._response != ASKING:
+        if not self._asking:
+            return
+        if self._response is not None:
+            # An interrupted answer has not ended yet: a second response.create now would be
+            # refused (conversation_already_has_active_response). Ask at its response.done.
+            self._ask_ready = True
             return
         self._cancel_ask()
         try:
@@ -344,6 +351,8 @@ class SessionSupervisor:
             self._response = None  # the loss is reported by the loop as a lost turn
 
     def _cancel_ask(self) -> None:
+        """Forget a waiting ask (and its timer)."""
+        self._asking = self._ask_ready = False
         if self._ask_timer is not None:
             self._ask_timer.cancel()
             self._ask_timer = None
@@ -355,7 +364,7 @@ class SessionSupervisor:
 
     async def _question_ready(self, event: ev.ServerEvent) -> None:
         """Events that may let the waiting ``response.create`` go."""
-        if self._response != ASKING:
+        if not self._asking:
             return
         provider = self.settings.provider
         match event:
@@ -377,11 +386,9 @@ class SessionSupervisor:
     async def cancel_response(self) -> bool:
         """Cancel the running response, if any; True if a cancel was sent. A question still
         waiting for its transcript is simply not asked."""
-        if self._response is None:
-            return False
-        if self._response == ASKING:
+        if self._asking:
             self._cancel_ask()
-            self._response = None
+        if self._response is None:
             return False
         rid = None if self._response == PENDING else self._response
         await self.send(ce.response_cancel(rid))
@@ -392,13 +399,13 @@ class SessionSupervisor:
 
     @property
     def response_active(self) -> bool:
-        return self._response is not None
+        return self._response is not None or self._asking
 
     @property
     def answer_follows(self) -> bool:
         """A response is running, or tool outputs are being sent and a response will follow
         (not after a round of no-follow-up tools only, such as ``stop_talking``)."""
-        return self._response is not None or self._tool_calls.answer_pending
+        return self._response is not None or self._asking or self._tool_calls.answer_pending
 
     def tool_running(self, call_id: str) -> bool:
         """The box is still running the tool of this call (for the "working" earcon)."""
@@ -408,7 +415,9 @@ class SessionSupervisor:
 
     def _in_flight(self) -> bool:
         """Audio, an answer or a tool call on the current session that a loss would cut."""
-        return bool(self._pending_audio_bytes or self._response or self._tool_calls.busy)
+        return bool(
+            self._pending_audio_bytes or self._response or self._asking or self._tool_calls.busy
+        )
 
     def _idle(self) -> bool:
         return not (self._turn_active or self._in_flight())
@@ -679,15 +688,15 @@ class SessionSupervisor:
                 log.debug("the server had committed the question itself")
                 return
             case ev.ServerError():
-                if self._response == ASKING and event.is_commit_empty:
+                if self._asking and event.is_commit_empty:
                     self._cancel_ask()
-                    self._response = None
                 if not self._server_error(session, event):
                     return
                 if event.is_auth_failure:
                     await session.close()
             case ev.ResponseCreated(response_id=rid):
-                self._cancel_ask()  # the server answers by itself (its VAD): do not ask too
+                if self._response is None:
+                    self._cancel_ask()  # the server answers by itself (its VAD): do not ask too
                 self._response = rid
             case ev.InputCommitted(item_id=item):
                 self._server_committed = self._turn_active
@@ -750,6 +759,8 @@ class SessionSupervisor:
         for text in self._answers.finish_all():
             self.history.add("assistant", text)
         self._response = None
+        if self._ask_ready:  # the next question waited for this (interrupted) answer to end
+            self._spawn(self._ask_now())
         self._tool_calls.response_done(
             done.response_id, done.status == "completed", lambda: self._ask_again(session)
         )
