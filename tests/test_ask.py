@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 from conftest import SECRET, realtime_config_lines
-from realtime_server import AudioAnswer, tone
+from realtime_server import AudioAnswer, ToolCallAnswer, tone
 
 from appliance.audio.wavfile import write_wav
 
@@ -119,6 +119,30 @@ async def test_refused_key_exits_77(server, tmp_path):
     code, _out, err = await run_ask(tmp_path, server, q, "-o", tmp_path / "a.wav")
     assert code == 77
     assert err.strip().splitlines()[-1] == "appliance ask: the API key was refused (HTTP 401)"
+
+
+async def test_a_tool_call_is_answered_and_the_answer_follows(server, tmp_path):
+    """The model calls a tool ask does not have: it gets {"error": ...} as the output, one
+    response.create follows, and the file holds the real answer (Yandex's arguments.done
+    has no name: the call is taken from output_item.done)."""
+    pcm = tone(server.output_rate, 0.4, freq=700)
+    server.answers.extend(
+        [ToolCallAnswer([("get_weather", '{"city": "Москва"}')]), AudioAnswer("Не знаю.", pcm)]
+    )
+    q, a = question_wav(tmp_path / "q.wav"), tmp_path / "a.wav"
+    code, out, err = await run_ask(tmp_path, server, q, "-o", a)
+    assert code == 0, err
+    assert read_answer(a, server.output_rate) == pcm
+    outputs = [
+        e["item"]
+        for e in server.events_of("conversation.item.create")
+        if e["item"]["type"] == "function_call_output"
+    ]
+    assert len(outputs) == 1 and "error" in outputs[0]["output"]
+    assert len(server.events_of("response.create")) == 2  # the question's, then the tool's
+    assert [line for line in out.splitlines() if line.startswith("assistant:")] == [
+        "assistant: Не знаю."
+    ]
 
 
 async def test_a_refused_session_update_exits_78(server, tmp_path):
