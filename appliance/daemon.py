@@ -223,6 +223,7 @@ class Appliance:
             mic=self.capture,
             on_state=self._state_changed,
             vad=server_vad(self.config),
+            input_rate=self.config.realtime.input_rate,
         )
         if listens_while_speaking(self.config) and not self.shell.machine.rules.voice_barge_in:
             log.info(

@@ -87,6 +87,7 @@ class TurnShell:
         mic: Any = None,
         on_state: Callable[[sm.State], None] | None = None,
         vad: ce.ServerVad | None = None,
+        input_rate: int = ce.INPUT_RATE,
     ) -> None:
         self.machine = machine
         self.link = link
@@ -95,6 +96,7 @@ class TurnShell:
         self.transcripts = transcripts
         self.on_state = on_state
         self.vad = vad or ce.ServerVad()  # a follow-up window's turn detection
+        self.input_rate = input_rate  # of the mic chunks (realtime.input_rate)
         self.mic = mic  # the Capture: listens only during a turn (listen(True/False))
         if mic is not None:
             mic.listen(False)
@@ -189,7 +191,7 @@ class TurnShell:
         if self.turn is not None:
             # Counted in samples: whole-ms rounding per chunk ran 3% low at some rates.
             self._in_samples += len(pcm) // 2
-            self.turn.audio_in_ms = self._in_samples * 1000 // self.link.settings.input_rate
+            self.turn.audio_in_ms = self._in_samples * 1000 // self.input_rate
 
     async def on_link_event(self, event: Any) -> None:
         match event:

@@ -96,9 +96,7 @@ async def test_sighup_keeps_the_session_unless_the_realtime_keys_change(notified
     assert len(server.connections) == 1
     # A realtime key: a new session with the new voice.
     box.config.write_text(
-        box.config.read_text().replace(
-            "  folder_id: testfolder\n", "  folder_id: testfolder\n  voice: alena\n"
-        )
+        box.config.read_text().replace("realtime:\n", "realtime:\n  voice: alena\n", 1)
     )
     box.proc.send_signal(signal.SIGHUP)
     renewed = await box.wait_status(
@@ -155,6 +153,6 @@ async def test_a_bad_config_exits_78_with_one_line(tmp_path):
     _out, err = await proc.communicate()
     assert proc.returncode == 78
     assert err.decode().strip() == (
-        f"appliance: {config}:3: realtime.output_rate: must be one of 8000, 16000, 22050, "
+        f"appliance: {config}:3: realtime.output_rate: must be one of 0, 8000, 16000, 22050, "
         "24000, 44100, 48000 (got 44000)"
     )

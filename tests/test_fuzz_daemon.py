@@ -74,11 +74,16 @@ class FakeLink:
     async def create_response(self) -> None:
         self.sent.append(("response.create",))
 
+    def ask_when_ready(self) -> None:
+        self.sent.append(("response.create",))
+
+    response_requested = False
+
     async def cancel_response(self) -> bool:
         self.sent.append(("cancel",))
         return True
 
-    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+    async def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> None:
         self.sent.append(("truncate", item_id, audio_end_ms))
 
     async def discard_input(self) -> None:

@@ -23,13 +23,13 @@ from conftest import fast_backoff, link_settings
 from link_helpers import QUESTION, FakePanel, FakeTranscripts, ask_once, until
 from realtime_server import AudioAnswer, ToolCallAnswer
 
-from appliance.config import ApiKey, Config, RealtimeConfig
+from appliance.config import Config, RealtimeConfig
 from appliance.config.schema import BuiltinTools, FileSearchConfig, ToolsConfig
 from appliance.core import state_machine as sm
 from appliance.protocol import server_events as ev
 from appliance.protocol.client_events import FunctionTool
 from appliance.realtime.link_events import Connected
-from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
+from appliance.realtime.supervisor import SessionSupervisor
 from appliance.realtime.tools import Tool, ToolRegistry
 from appliance.tools import build_registry
 from appliance.tools.builtin import (
@@ -630,7 +630,6 @@ class FakeLink:
         self.answer_follows = False
         self.truncated: list[tuple[str, int]] = []
         self.sent: list[str] = []
-        self.settings = LinkSettings(endpoint="ws://unused", api_key=ApiKey("unused"))
         self.response_requested = False
 
     def begin_turn(self) -> None:

@@ -39,22 +39,20 @@ async def stop(box: PacedBox) -> None:
 
 async def test_voice_volume_is_applied_kept_and_declared(server, tmp_path):
     state = tmp_path / "var" / "state.json"  # its directory does not exist yet
-    tools = (
-        f"tools:\n  state_file: {state}\n  file_search:\n    index_id: idx42\n  web_search: true\n"
+    yandex = server.profile.name != "openai"  # Yandex's own tools are Yandex's only
+    tools = f"tools:\n  state_file: {state}\n" + (
+        "  file_search:\n    index_id: idx42\n  web_search: true\n" if yandex else ""
     )
     box = await start(tmp_path, "first", server, tools)  # config: audio.volume 1.0
     try:
         assert (await box.status())["audio"]["volume"] == 1.0
         declared = server.connections[0].session["tools"]
-        assert [t["name"] for t in declared] == [
-            "get_time",
-            "set_volume",
-            "stop_talking",
-            "get_device_status",
-            "file_search",
-            "web_search",
-        ]
-        assert declared[4]["description"] == "idx42" and declared[4]["parameters"] == "{}"
+        builtins = ["get_time", "set_volume", "stop_talking", "get_device_status"]
+        assert [t["name"] for t in declared] == builtins + (
+            ["file_search", "web_search"] if yandex else []
+        )
+        if yandex:
+            assert declared[4]["description"] == "idx42" and declared[4]["parameters"] == {}
         server.answers.extend(
             [ToolCallAnswer([("set_volume", '{"level": 40}')]), AudioAnswer("Готово.")]
         )
@@ -86,8 +84,14 @@ async def test_sighup_with_new_tools_opens_a_session_declaring_them(server, tmp_
         assert "web_search" not in [t["name"] for t in server.connections[0].session["tools"]]
         text = box.config.read_text()
         assert "tools:\n" in text  # PacedBox put its own state file there
+        # A new tool on Yandex (its web search); on OpenAI one fewer (a built-in switched off).
+        change = (
+            "  builtin:\n    get_time: false\n"
+            if server.profile.name == "openai"
+            else "  web_search: true\n"
+        )
         box.config.write_text(
-            text.replace("tools:\n", "tools:\n  web_search: true\n", 1).replace(
+            text.replace("tools:\n", "tools:\n" + change, 1).replace(
                 "  volume: 1.0\n", "  volume: 0.6\n"
             )
         )
@@ -97,7 +101,10 @@ async def test_sighup_with_new_tools_opens_a_session_declaring_them(server, tmp_
         )
         assert after["state"] == "idle" and after["audio"]["volume"] == 0.6
         declared = [t["name"] for t in server.connections[-1].session["tools"]]
-        assert declared[-1] == "web_search"
+        if server.profile.name == "openai":
+            assert "get_time" not in declared and "set_volume" in declared
+        else:
+            assert declared[-1] == "web_search"
         # The owner's new audio.volume replaces any set by voice, after a restart too.
         assert json.loads((box.dir / "state.json").read_text()) == {"volume": 0.6}
     finally:
