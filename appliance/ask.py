@@ -25,6 +25,7 @@ from appliance.realtime.history import AnswerWords
 from appliance.realtime.link_events import AuthRejected, Connected, Disconnected, SetupRejected
 from appliance.realtime.session import NotConnected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
+from appliance.realtime.trace import TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,18 @@ async def ask(
     *,
     retries: int = 2,
     out: TextIO = sys.stdout,
+    trace: TraceWriter | None = None,
 ) -> int:
     """Ask ``question`` (mono PCM16 at ``realtime.input_rate``); returns the exit code.
-    Raises :class:`AskFailed`."""
+    Raises :class:`AskFailed`.
+
+    With a ``trace``, every event of every session it opens is written there (``--trace``).
+    """
     if len(question) < _bytes_of_ms(MIN_QUESTION_MS, config.realtime.input_rate):
         raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
     # No history: a retried question must not appear twice in the model's context.
     settings = dataclasses.replace(
-        LinkSettings.from_config(config.realtime, api_key), history_max_chars=0
+        LinkSettings.from_config(config.realtime, api_key, trace), history_max_chars=0
     )
     printer = _Printer(out)
     failures = 0

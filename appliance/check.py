@@ -8,6 +8,12 @@ recorded with its level, an earcon played, the button read and the LED cycled (w
 clock. Each check is a small function returning :class:`Result`s; each has its own time limit
 and turns any exception into a FAIL line, so ``check`` always ends and never prints a traceback.
 
+With ``--trace PATH`` every Realtime event of that session goes to PATH (see
+appliance/realtime/trace.py), and the check listens a little longer after ``session.update``
+(until the server is quiet for TRACE_QUIET_S, at most TRACE_LISTEN_S) so the trace holds the
+server's answer to it; a last ``trace`` line says where the file is. A PATH that cannot be
+written exits 2 before any check.
+
 Exit code: 0 when nothing failed; 78 for an invalid configuration or a missing key; 77 when the
 key was refused; 1 for any other failure. A ``skip`` is not a failure.
 
@@ -36,9 +42,10 @@ from typing import Any
 from appliance.blocking import in_daemon_thread
 from appliance.config import Config, ConfigError, find_config_path, load_config
 from appliance.config.schema import AudioConfig
+from appliance.realtime.trace import TraceFileError, TraceWriter
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
-EX_FAIL, EX_NOPERM, EX_CONFIG = 1, 77, 78
+EX_FAIL, EX_USAGE, EX_NOPERM, EX_CONFIG = 1, 2, 77, 78
 
 AUDIO_TIMEOUT_S = 3.0  # opening a device, and the slack on top of the recording
 RECORD_S = 1.0
@@ -47,6 +54,8 @@ LED_STEP_S = 0.3  # the LED is on this long, then off
 SILENCE_PEAK = 2  # |sample| never above this: digital silence (a muted input, at most dither)
 MIN_YEAR = 2025
 CLOCK_SLACK = timedelta(days=1)  # the build machine's clock may run a little ahead
+TRACE_QUIET_S = 1.0  # with --trace: listen after session.update until the server is this quiet
+TRACE_LISTEN_S = 5.0  # ... but no longer than this
 
 BUSY_HINT = (
     "the device is busy; is the appliance service running? "
@@ -388,7 +397,7 @@ async def check_gpio(config: Config, warnings: list[logging.LogRecord]) -> list[
             await asyncio.wait_for(in_daemon_thread(panel.close), GPIO_TIMEOUT_S)
 
 
-async def check_realtime(config: Config) -> list[Result]:
+async def check_realtime(config: Config, trace: TraceWriter | None = None) -> list[Result]:
     import aiohttp
 
     from appliance.protocol.client_events import session_update
@@ -416,8 +425,12 @@ async def check_realtime(config: Config) -> list[Result]:
                 auth=rt.auth,
                 connect_timeout_s=rt.connect_timeout_s,
                 heartbeat_s=rt.heartbeat_s,
+                trace=trace,
             )
             ms = round((time.monotonic() - started) * 1000)
+            if trace is not None:
+                # What the server says after session.updated belongs in a bug report too.
+                await listen_until_quiet(session, TRACE_QUIET_S, TRACE_LISTEN_S)
             await session.close()
     except AuthRefused as exc:
         hint = (
@@ -439,6 +452,31 @@ async def check_realtime(config: Config) -> list[Result]:
             f"{took} from {rt.provider} ({rt.url}) in {ms} ms (session {session.session_id})",
         )
     ]
+
+
+async def listen_until_quiet(session: Any, quiet_s: float, limit_s: float) -> None:
+    """Read (and so trace) what the server sends until it is quiet for ``quiet_s``, at most
+    ``limit_s``; the caller closes the session, which ends the reading."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    heard = asyncio.Event()
+
+    async def read() -> None:
+        async for _event in session.events():
+            heard.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        while not reader.done() and (left := deadline - loop.time()) > 0:
+            heard.clear()
+            try:
+                await asyncio.wait_for(heard.wait(), min(quiet_s, left))
+            except TimeoutError:
+                break
+    finally:
+        await session.close()
+        with contextlib.suppress(Exception):
+            await reader
 
 
 def build_time() -> datetime:
@@ -487,7 +525,13 @@ def _setup_logging(verbose: bool) -> _Warnings:
     return collector
 
 
-async def _checks(config: Config, args: argparse.Namespace, emit, warnings) -> None:
+async def _checks(
+    config: Config,
+    args: argparse.Namespace,
+    emit,
+    warnings,
+    trace: TraceWriter | None = None,
+) -> None:
     audio, answer_rate = config.audio, config.realtime.output_rate
     if getattr(args, "skip_audio", False):
         for name in ("microphone", "speaker", "mic level", "earcon"):
@@ -524,7 +568,9 @@ async def _checks(config: Config, args: argparse.Namespace, emit, warnings) -> N
         emit(Result.skip("realtime", "not tried: no API key"))
     else:
         timeout = config.realtime.connect_timeout_s * 2 + 3
-        for r in await guarded(("realtime",), timeout, lambda: check_realtime(config)):
+        if trace is not None:
+            timeout += TRACE_LISTEN_S
+        for r in await guarded(("realtime",), timeout, lambda: check_realtime(config, trace)):
             emit(r)
 
 
@@ -534,7 +580,28 @@ def run_check(args: argparse.Namespace) -> int:
     os.environ.setdefault("JACK_NO_START_SERVER", "1")  # PortAudio's libjack: never start jackd
     results: list[Result] = []
     secrets: list[str] = []
+    trace: TraceWriter | None = None
+    trace_path = getattr(args, "trace", None)
+    if trace_path is not None:
+        try:
+            trace = TraceWriter(trace_path)
+        except TraceFileError as exc:
+            print(f"appliance check: {exc}", file=sys.stderr)
+            return EX_USAGE
+    try:
+        return _run_checks(args, collector, results, secrets, trace)
+    finally:
+        if trace is not None:
+            trace.close()
 
+
+def _run_checks(
+    args: argparse.Namespace,
+    collector: _Warnings,
+    results: list[Result],
+    secrets: list[str],
+    trace: TraceWriter | None,
+) -> int:
     def emit(result: Result) -> None:
         results.append(result)
         print(format_result(result, secrets), flush=True)
@@ -549,15 +616,20 @@ def run_check(args: argparse.Namespace) -> int:
         return EX_CONFIG
     if config.realtime.api_key is not None:
         secrets.append(config.realtime.api_key.reveal())
+        if trace is not None:
+            trace.protect(config.realtime.api_key.reveal())
     emit(Result.ok("config", f"{config.path} is valid"))
     emit(check_key(config))
     try:
-        asyncio.run(_checks(config, args, emit, collector.records))
+        asyncio.run(_checks(config, args, emit, collector.records, trace))
     except Exception as exc:  # a bug in the sequencing itself: still one line, no traceback
         emit(Result.fail("check", describe(exc)))
     try:
         emit(check_clock(datetime.now(UTC), build_time()))
     except Exception as exc:
         emit(Result.fail("clock", describe(exc)))
+    if trace is not None:
+        stopped = "" if trace.enabled else " (then it stopped: see the log with -v)"
+        emit(Result.ok("trace", f"{trace.lines} lines in {trace.path}{stopped}"))
     sys.stdout.flush()
     return exit_code(results)

@@ -13,12 +13,17 @@ import sys
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import Config, ConfigError, find_config_path, load_config
+from appliance.config import ApiKey, Config, ConfigError, find_config_path, load_config
 from appliance.config.loader import provider_warnings
 from appliance.control.client import add_parsers as add_control_parsers
 from appliance.logs import setup_logging
+from appliance.realtime.trace import TraceFileError, TraceWriter
 
 EX_USAGE, EX_NOPERM, EX_CONFIG = 2, 77, 78
+TRACE_HELP = (
+    "write every Realtime event sent and received to PATH as JSON lines (audio as byte "
+    "counts, never the API key): attach it to a bug report"
+)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -41,10 +46,26 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return EX_USAGE
     try:
-        return asyncio.run(ask(config, key, question, args.output))
+        trace = open_trace(args.trace, key)
+    except TraceFileError as exc:
+        print(f"appliance ask: {exc}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        return asyncio.run(ask(config, key, question, args.output, trace=trace))
     except AskFailed as exc:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        if trace is not None:
+            trace.close()
+
+
+def open_trace(path: Path | None, key: ApiKey | None) -> TraceWriter | None:
+    """The trace of ``--trace PATH`` (a new file each time); :class:`TraceFileError` if the
+    file cannot be written."""
+    if path is None:
+        return None
+    return TraceWriter(path, secrets=[key.reveal()] if key is not None else [])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", type=Path, metavar="ANSWER.wav", help="where to write the answer"
     )
+    p.add_argument("--trace", type=Path, metavar="PATH", help=TRACE_HELP)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser(
@@ -147,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-audio", action="store_true", help="do not touch the sound devices")
     p.add_argument("--skip-network", action="store_true", help="do not contact the Realtime API")
+    p.add_argument("--trace", type=Path, metavar="PATH", help=TRACE_HELP)
     p.set_defaults(func=cmd_check)
     add_control_parsers(sub, common)
     return parser

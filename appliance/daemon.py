@@ -33,6 +33,7 @@ from appliance.panel.select import open_panel
 from appliance.protocol import client_events as ce
 from appliance.realtime.link_events import AuthRejected, Disconnected, SetupRejected
 from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
+from appliance.realtime.trace import TraceWriter, open_service_trace
 from appliance.service.journal import TranscriptLog
 from appliance.service.notify import ServiceNotifier
 from appliance.tools import build_registry, webhook
@@ -100,6 +101,7 @@ class Appliance:
         self._audio_failed: dict[str, str] = {}
         self._retry: tuple[float, str] | None = None  # (when, why) the link tries again
         self.link: SessionSupervisor | None = None
+        self.trace: TraceWriter | None = None  # realtime.trace_file, one per link
         self.capture: Capture | None = None
         self.playback: Playback | None = None
         self.panel: Any = None
@@ -109,7 +111,10 @@ class Appliance:
     # ---- building the parts ------------------------------------------------------------
 
     def _new_link(self) -> SessionSupervisor:
-        settings = LinkSettings.from_config(self.config.realtime, self.api_key)
+        if self.trace is not None:
+            self.trace.close()
+        self.trace = open_service_trace(self.config.realtime.trace_file, [self.api_key.reveal()])
+        settings = LinkSettings.from_config(self.config.realtime, self.api_key, self.trace)
         hands_free = self.config.conversation.mode == "hands_free"
         return SessionSupervisor(
             settings,
@@ -313,6 +318,8 @@ class Appliance:
                 await webhook.close()  # the webhook tools' shared HTTP session
         if self.panel is not None:
             self.panel.close()
+        if self.trace is not None:
+            self.trace.close()
 
     # ---- SIGHUP ------------------------------------------------------------------------
 

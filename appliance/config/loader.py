@@ -86,13 +86,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         return f"{name}:{lines.get(key, 1)}"
 
     check_provider(config, where, given=lines.__contains__)
-    key_file = None
-    if rt.api_key_file is not None:
-        key_file = Path(rt.api_key_file)
-        with contextlib.suppress(RuntimeError):  # ~user that does not exist: left as is
-            key_file = key_file.expanduser()
-        if not key_file.is_absolute():
-            key_file = path.parent / key_file
+    key_file = None if rt.api_key_file is None else _beside(path, rt.api_key_file)
     try:
         key, source = resolve_api_key(
             environ, key_file=key_file, inline=rt.api_key, inline_source=where("realtime.api_key")
@@ -104,6 +98,8 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
             ) from None
         raise ConfigError(str(e)) from None
     rt = dataclasses.replace(rt, api_key=key, api_key_source=source)
+    if rt.trace_file is not None:
+        rt = dataclasses.replace(rt, trace_file=str(_beside(path, rt.trace_file)))
     return dataclasses.replace(config, realtime=rt, path=path)
 
 
@@ -153,6 +149,14 @@ def provider_warnings(config: Config) -> list[str]:
     if rt.voice_role and not rt.spec.voice_role:
         warnings.append(f"realtime.voice_role is not used by {rt.provider}")
     return warnings
+
+
+def _beside(config_path: Path, value: str) -> Path:
+    """A path setting: ``~`` expanded, and a relative path taken relative to the config file."""
+    result = Path(value)
+    with contextlib.suppress(RuntimeError):  # ~user that does not exist: left as is
+        result = result.expanduser()
+    return result if result.is_absolute() else config_path.parent / result
 
 
 def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:

@@ -307,6 +307,15 @@ class RealtimeConfig:
         default="",
         metadata=meta(doc="Input transcription model; empty: do not ask (Yandex transcribes)."),
     )
+    trace_file: str | None = field(
+        default=None,
+        metadata=meta(
+            doc="Write every Realtime event sent and received to this file (JSON lines; audio "
+            "as byte counts, never the key), for `appliance run`; relative to the config file. "
+            "Off when unset.",
+            check=_path,
+        ),
+    )
     api_key_source: str = field(
         default="", metadata=meta(doc="Where the key came from, never the key.", internal=True)
     )

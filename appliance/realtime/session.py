@@ -22,6 +22,7 @@ from appliance.protocol import server_events as ev
 from appliance.protocol.client_events import encode
 from appliance.protocol.parser import parse_server_event
 from appliance.protocol.providers import YANDEX, Provider
+from appliance.realtime.trace import TraceWriter, endpoint_facts, response_headers
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,15 @@ def describe_exception(exc: BaseException) -> str:
 class RealtimeSession:
     """A live session: create with :meth:`open`, read :meth:`events`, write with :meth:`send`."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, created: ev.SessionCreated) -> None:
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        created: ev.SessionCreated,
+        trace: TraceWriter | None = None,
+    ) -> None:
         self._ws = ws
+        self._trace = trace
+        self._closing = False
         self.session_id = created.session_id
         self.output_rate = created.output_rate
         # The effective settings, from session.updated (None: the server did not say).
@@ -102,13 +110,18 @@ class RealtimeSession:
         auth: str = "api_key",
         connect_timeout_s: float = 10.0,
         heartbeat_s: float = 10.0,
+        trace: TraceWriter | None = None,
     ) -> RealtimeSession:
         """Connect, wait for ``session.created``, send ``setup`` (the ``session.update``) and
         wait for ``session.updated``. ``heartbeat_s`` 0 turns the WebSocket pings off.
 
         Raises :class:`AuthRefused`, :class:`SetupRefused` or :class:`ConnectFailed`; never
-        anything else.
+        anything else. With a ``trace``, every frame both ways and the connect/handshake/close
+        facts are written to it.
         """
+        if trace is not None:
+            trace.protect(api_key.reveal())
+            trace.note("connect", **endpoint_facts(endpoint))
         try:
             async with asyncio.timeout(connect_timeout_s):
                 ws = await http.ws_connect(
@@ -119,23 +132,38 @@ class RealtimeSession:
                     autoping=True,
                 )
         except aiohttp.WSServerHandshakeError as exc:
+            if trace is not None:
+                trace.note(
+                    "handshake",
+                    status=exc.status,
+                    reason=describe_exception(exc),
+                    message=exc.message,
+                    headers=response_headers(exc.headers),
+                )
             if exc.status in (401, 403):
                 raise AuthRefused(f"the API key was refused (HTTP {exc.status})") from None
             raise ConnectFailed(describe_exception(exc), kind=f"http-{exc.status}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if trace is not None:
+                trace.note("connect_failed", reason=describe_exception(exc))
             raise ConnectFailed(describe_exception(exc), kind=type(exc).__name__) from None
+        if trace is not None:
+            trace.note("handshake", status=101)
         try:
             async with asyncio.timeout(connect_timeout_s):
-                created = await cls._await_created(ws)
-            session = cls(ws, created)
+                created = await cls._await_created(ws, trace)
+            session = cls(ws, created, trace)
             await session.send(setup)
         except TimeoutError:
             await ws.close()
+            _note_closed(trace, ws, "client")
             raise ConnectFailed(
                 f"no session.created within {connect_timeout_s:g} s", kind="no-session"
             ) from None
         except BaseException:
+            by = "server" if ws.closed else "client"
             await ws.close()
+            _note_closed(trace, ws, by)
             raise
         try:
             async with asyncio.timeout(connect_timeout_s):
@@ -160,6 +188,8 @@ class RealtimeSession:
             async for msg in self._ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
+                if self._trace is not None:
+                    self._trace.received(msg.data)
                 event = parse_server_event(msg.data)
                 if isinstance(event, ev.SessionUpdated):
                     return event
@@ -177,12 +207,16 @@ class RealtimeSession:
         )
 
     @staticmethod
-    async def _await_created(ws: aiohttp.ClientWebSocketResponse) -> ev.SessionCreated:
+    async def _await_created(
+        ws: aiohttp.ClientWebSocketResponse, trace: TraceWriter | None = None
+    ) -> ev.SessionCreated:
         error: ev.ServerError | None = None
         try:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
+                if trace is not None:
+                    trace.received(msg.data)
                 event = parse_server_event(msg.data)
                 if isinstance(event, ev.SessionCreated):
                     return event
@@ -214,14 +248,20 @@ class RealtimeSession:
                 await self._ws.send_str(encode(event))
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
             raise NotConnected(f"the Realtime session was lost: {type(exc).__name__}") from None
+        if self._trace is not None:
+            self._trace.sent(event)
 
     async def events(self) -> AsyncIterator[ev.ServerEvent]:
         """Typed events until the link closes (by either side, or a missed heartbeat)."""
         try:
             async for msg in self._ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
+                    if self._trace is not None:
+                        self._trace.received(msg.data)
                     yield parse_server_event(msg.data)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
+                    if self._trace is not None:
+                        self._trace.note("binary_frame", bytes=len(msg.data))
                     yield ev.Malformed(f"binary frame of {len(msg.data)} bytes")
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     log.debug("websocket error: %s", describe_exception(msg.data))
@@ -230,8 +270,13 @@ class RealtimeSession:
             log.debug("websocket read failed: %s", describe_exception(exc))
         finally:
             self.close_code = self._ws.close_code
+        if not self._closing:  # the server (or the network) ended it; not close(), not cancel
+            self._closing = True
+            _note_closed(self._trace, self._ws, "server")
 
     async def close(self, code: int = aiohttp.WSCloseCode.OK) -> None:
+        noted, self._closing = self._closing, True
+        by = "server" if self._ws.closed else "client"  # already closed: not by us
         if not self._ws.closed:
             try:
                 async with asyncio.timeout(2.0):
@@ -239,3 +284,10 @@ class RealtimeSession:
             except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 pass
         self.close_code = self._ws.close_code
+        if not noted:
+            _note_closed(self._trace, self._ws, by)
+
+
+def _note_closed(trace: TraceWriter | None, ws: aiohttp.ClientWebSocketResponse, by: str) -> None:
+    if trace is not None:
+        trace.note("closed", code=ws.close_code, by=by)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -42,6 +42,7 @@ from appliance.realtime.session import (
 )
 from appliance.realtime.tool_calls import ToolCalls
 from appliance.realtime.tools import ToolRegistry
+from appliance.realtime.trace import TraceWriter
 
 log = logging.getLogger("appliance.realtime")
 
@@ -73,9 +74,13 @@ class LinkSettings:
     transcript_wait_ms: int = 1500
     history_replay: str = "recap"
     history_max_chars: int = 4000
+    # Every session opened with these settings writes its events here (owned by the caller).
+    trace: TraceWriter | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, cfg: RealtimeConfig, api_key: ApiKey) -> LinkSettings:
+    def from_config(
+        cls, cfg: RealtimeConfig, api_key: ApiKey, trace: TraceWriter | None = None
+    ) -> LinkSettings:
         return cls(
             endpoint=cfg.endpoint,
             api_key=api_key,
@@ -94,6 +99,7 @@ class LinkSettings:
             transcript_wait_ms=cfg.transcript_wait_ms,
             history_replay=cfg.history_replay,
             history_max_chars=cfg.history_max_chars,
+            trace=trace,
         )
 
     @property
@@ -447,6 +453,7 @@ class SessionSupervisor:
             auth=s.auth,
             connect_timeout_s=s.connect_timeout_s,
             heartbeat_s=s.heartbeat_s,
+            trace=s.trace,
         )
         self._check_effective(session)
         try:
