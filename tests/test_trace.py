@@ -360,6 +360,8 @@ async def test_ask_trace_writes_the_file(server, tmp_path):
     assert SECRET not in t.read_text()
     assert of(lines, "sent", "response.create") and of(lines, "recv", "response.done")
     assert lines[-1]["event"]["type"] == "trace.end"
+    # ask leaves its session with a close frame, and the trace says so.
+    assert of(lines, "note", "closed") == [{"type": "closed", "code": 1000, "by": "client"}]
 
 
 async def test_ask_trace_to_an_unwritable_path_exits_2(server, tmp_path):

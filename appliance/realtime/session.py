@@ -285,9 +285,15 @@ class RealtimeSession:
                 pass
         self.close_code = self._ws.close_code
         if not noted:
-            _note_closed(self._trace, self._ws, by)
+            _note_closed(self._trace, self._ws, by, code)
 
 
-def _note_closed(trace: TraceWriter | None, ws: aiohttp.ClientWebSocketResponse, by: str) -> None:
+def _note_closed(
+    trace: TraceWriter | None,
+    ws: aiohttp.ClientWebSocketResponse,
+    by: str,
+    code: int = aiohttp.WSCloseCode.OK,
+) -> None:
+    """The close, for the trace: ours with the code we sent, the server's with its code."""
     if trace is not None:
-        trace.note("closed", code=ws.close_code, by=by)
+        trace.note("closed", code=int(code) if by == "client" else ws.close_code, by=by)
