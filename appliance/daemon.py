@@ -111,9 +111,12 @@ class Appliance:
     # ---- building the parts ------------------------------------------------------------
 
     def _new_link(self) -> SessionSupervisor:
-        if self.trace is not None:
-            self.trace.close()
-        self.trace = open_service_trace(self.config.realtime.trace_file, [self.api_key.reveal()])
+        path = self.config.realtime.trace_file
+        keep = self.trace is not None and self.trace.enabled and str(self.trace.path) == path
+        if not keep:  # a reload that keeps the file keeps its writer: the old session's close
+            if self.trace is not None:  # is written too, and no two writers share the file
+                self.trace.close()
+            self.trace = open_service_trace(path, [self.api_key.reveal()])
         settings = LinkSettings.from_config(self.config.realtime, self.api_key, self.trace)
         hands_free = self.config.conversation.mode == "hands_free"
         return SessionSupervisor(

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import stat
 import sys
 import types
@@ -440,17 +441,30 @@ async def test_run_traces_to_the_configured_file_and_appends(server, tmp_path):
         _with_trace_file(box, "../trace.jsonl")  # relative to the config file
         await box.start()
         try:
-            await box.wait_status(lambda s: s["connected"] and s["state"] == "idle")
+            first = await box.wait_status(lambda s: s["connected"] and s["state"] == "idle")
+            if run == 1:  # a reload that changes a realtime key: a new session, the same trace
+                text = box.config.read_text()
+                box.config.write_text(text.replace("answer_timeout_s: 5", "answer_timeout_s: 6"))
+                box.proc.send_signal(signal.SIGHUP)
+                await box.wait_status(
+                    lambda s, old=first["session_id"]: s["connected"] and s["session_id"] != old
+                )
         finally:
             assert await box.stop() == 0
         assert "Traceback" not in box.log()
     path = tmp_path / "trace.jsonl"
     assert SECRET not in path.read_text()
     lines = lines_of(path)
-    starts = [e for e in of(lines, "note") if e["type"] == "trace.start"]
-    assert len(starts) == 2  # the second run kept the first run's trace
-    assert len(of(lines, "sent", "session.update")) == 2
-    assert len(of(lines, "recv", "session.created")) == 2
+    notes = [e["type"] for e in of(lines, "note")]
+    assert notes.count("trace.start") == 2  # the second run kept the first run's trace
+    assert notes.count("trace.end") == 2  # the reload kept the writer: one start, one end
+    assert len(of(lines, "sent", "session.update")) == 3
+    assert len(of(lines, "recv", "session.created")) == 3
+    # The session the reload replaced was left with a close frame, and that is in the trace.
+    run1 = notes[: notes.index("trace.end")]
+    assert run1.index("closed") > run1.index("connect")
+    closes = of(lines, "note", "closed")
+    assert {"type": "closed", "code": 1000, "by": "client"} in closes
 
 
 async def test_run_with_an_unwritable_trace_file_warns_and_still_works(server, tmp_path):
