@@ -205,7 +205,7 @@ async def _one_turn(
                     words.clear()
                     printer.end()
                     await link.create_response()
-                case ev.ResponseDone() if link.answer_follows:
+                case ev.ResponseDone(answer_follows=True):
                     pass  # a tool round: the follow-up response is on its way
                 case ev.ResponseDone():
                     if not heard:  # the question's transcript may come after the answer

@@ -265,7 +265,7 @@ class TurnShell:
     async def _response_done(self, done: ev.ResponseDone) -> None:
         if done.response_id in self._dropped_responses:
             return
-        if self.link.answer_follows:
+        if done.answer_follows:
             return  # a tool round: the real answer is still to come
         self._cancel_working()
         for item in self._answer_items:

@@ -33,7 +33,7 @@ async def ask_once(link, question=QUESTION, timeout=5.0):
         seen = []
         while True:
             seen += await until(link, (ev.ResponseDone, Disconnected), timeout)
-            if isinstance(seen[-1], Disconnected) or not link.answer_follows:
+            if isinstance(seen[-1], Disconnected) or not seen[-1].answer_follows:
                 return seen
     finally:
         link.end_turn()

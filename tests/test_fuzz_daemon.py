@@ -49,7 +49,6 @@ class FakeLink:
 
     output_rate = 44100
     session_id = "sess_fuzz"
-    answer_follows = False
 
     def __init__(self) -> None:
         self.sent: list[tuple] = []

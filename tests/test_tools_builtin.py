@@ -627,7 +627,6 @@ class FakeLink:
         self.tools = ToolRegistry()
         self.output_rate = 24000
         self.session_id = "sess_1"
-        self.answer_follows = False
         self.truncated: list[tuple[str, int]] = []
         self.sent: list[str] = []
         self.response_requested = False

@@ -237,6 +237,9 @@ class ResponseDone:
     error_code: str | None = None
     error_message: str | None = None
     calls: tuple[FunctionCall, ...] = ()
+    # Set by the link when it passes the event on: another response follows this one (a tool
+    # round). Decided as the event is handled, not when a slower reader looks at it.
+    answer_follows: bool = False
 
 
 @dataclass(frozen=True, slots=True)

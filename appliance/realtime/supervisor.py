@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -726,6 +727,7 @@ class SessionSupervisor:
                 self._tool_calls.start(session.send, rid, call)
             case ev.ResponseDone():
                 self._response_done(session, event)
+                event = dataclasses.replace(event, answer_follows=self.answer_follows)
         await self._events.put(event)
 
     def _server_error(self, session: RealtimeSession, error: ev.ServerError) -> bool:
