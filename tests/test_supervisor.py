@@ -534,3 +534,16 @@ async def test_leaving_sends_a_close_frame(server):
         await ask_once(link)
     await server.wait_for(lambda: server.connections[0].closed)
     assert server.connections[0].close_code == 1000
+
+
+async def test_a_server_that_echoes_the_key_never_gets_it_into_a_log(server, caplog):
+    """A refusal whose message quotes the key: the reason, the log and last_error say *** ."""
+    server.refuse_session_update(times=1, message=f"the key {SECRET} may not use this voice")
+    caplog.set_level(logging.DEBUG)
+    async with supervisor(server, backoff=fast_backoff(cap_s=0.2)) as link:
+        seen = await until(link, Connected, timeout=5)
+        await server.send_error_now("invalid_value", f"echo {SECRET}")
+        await asyncio.sleep(0.2)
+    (refusal,) = [e for e in seen if isinstance(e, SetupRejected)]
+    assert "the key *** may not use this voice" in refusal.reason
+    assert SECRET not in caplog.text and SECRET not in repr(seen)

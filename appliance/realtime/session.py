@@ -75,6 +75,14 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def parse_scrubbed(frame: str, secret: str) -> ev.ServerEvent:
+    """Parse a frame with the key blanked out first: a server that echoes the key in an error
+    message (or anywhere) must not carry it into a log line, a status or an exception."""
+    if len(secret) >= 4 and secret in frame:
+        frame = frame.replace(secret, "***")
+    return parse_server_event(frame)
+
+
 class RealtimeSession:
     """A live session: create with :meth:`open`, read :meth:`events`, write with :meth:`send`."""
 
@@ -83,9 +91,11 @@ class RealtimeSession:
         ws: aiohttp.ClientWebSocketResponse,
         created: ev.SessionCreated,
         trace: TraceWriter | None = None,
+        secret: str = "",
     ) -> None:
         self._ws = ws
         self._trace = trace
+        self._secret = secret  # scrubbed from every frame read (see parse_scrubbed)
         self._closing = False
         self.session_id = created.session_id
         self.output_rate = created.output_rate
@@ -151,8 +161,8 @@ class RealtimeSession:
             trace.note("handshake", status=101)
         try:
             async with asyncio.timeout(connect_timeout_s):
-                created = await cls._await_created(ws, trace)
-            session = cls(ws, created, trace)
+                created = await cls._await_created(ws, trace, api_key.reveal())
+            session = cls(ws, created, trace, api_key.reveal())
             await session.send(setup)
         except TimeoutError:
             await ws.close()
@@ -190,7 +200,7 @@ class RealtimeSession:
                     continue
                 if self._trace is not None:
                     self._trace.received(msg.data)
-                event = parse_server_event(msg.data)
+                event = parse_scrubbed(msg.data, self._secret)
                 if isinstance(event, ev.SessionUpdated):
                     return event
                 if isinstance(event, ev.ServerError) and not event.is_harmless:
@@ -208,7 +218,7 @@ class RealtimeSession:
 
     @staticmethod
     async def _await_created(
-        ws: aiohttp.ClientWebSocketResponse, trace: TraceWriter | None = None
+        ws: aiohttp.ClientWebSocketResponse, trace: TraceWriter | None = None, secret: str = ""
     ) -> ev.SessionCreated:
         error: ev.ServerError | None = None
         try:
@@ -217,7 +227,7 @@ class RealtimeSession:
                     continue
                 if trace is not None:
                     trace.received(msg.data)
-                event = parse_server_event(msg.data)
+                event = parse_scrubbed(msg.data, secret)
                 if isinstance(event, ev.SessionCreated):
                     return event
                 if isinstance(event, ev.ServerError):
@@ -258,7 +268,7 @@ class RealtimeSession:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     if self._trace is not None:
                         self._trace.received(msg.data)
-                    yield parse_server_event(msg.data)
+                    yield parse_scrubbed(msg.data, self._secret)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     if self._trace is not None:
                         self._trace.note("binary_frame", bytes=len(msg.data))
