@@ -9,12 +9,15 @@ on a new session (at most ``retries`` times), so the file always holds one whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import sys
 from pathlib import Path
 from typing import TextIO
 
+from appliance.audio.prefetch import BlockPrefetch
+from appliance.audio.sources import AudioFileError, QuestionFile
 from appliance.audio.wavfile import write_wav
 from appliance.config import ApiKey, Config
 from appliance.protocol import server_events as ev
@@ -68,14 +71,17 @@ async def _next(link: SessionSupervisor, wait_s: float) -> object:
 async def ask(
     config: Config,
     api_key: ApiKey,
-    question: bytes,
+    question: bytes | QuestionFile,
     answer_path: Path | None,
     *,
     retries: int = 2,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Ask ``question`` (24 kHz mono PCM16); returns the exit code. Raises :class:`AskFailed`."""
-    if len(question) < MIN_QUESTION_BYTES:
+    """Ask ``question`` (24 kHz mono PCM16, or a file read as it is sent); returns the exit code.
+
+    The file is read and converted while the link connects. Raises :class:`AskFailed`.
+    """
+    if isinstance(question, bytes) and len(question) < MIN_QUESTION_BYTES:
         raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
     # No history: a retried question must not appear twice in the model's context.
     settings = dataclasses.replace(
@@ -93,7 +99,9 @@ async def ask(
             raise AskFailed(f"giving up after {failures} attempts: {reason}")
         log.warning("%s; asking again (%d of %d)", reason, failures, retries)
 
-    async with SessionSupervisor(settings) as link:
+    # The first attempt's question is read while the link connects.
+    reader: BlockPrefetch | None = _read(question)
+    async with SessionSupervisor(settings) as link, contextlib.aclosing(reader):
         while True:
             event = await link.next_event()
             match event:
@@ -106,14 +114,18 @@ async def ask(
                     pass
                 case _:
                     continue
+            reader = reader or _read(question)  # a retry reads the file again
             try:
-                audio = await _one_turn(link, question, printer, answer_timeout)
+                audio = await _one_turn(link, reader, printer, answer_timeout)
             except NotConnected as exc:
                 failed(str(exc))
                 continue
             except _TurnLost as exc:
                 failed(str(exc))
                 continue
+            finally:
+                reader.close()
+                reader = None
             break
     printer.end()
     if audio is None:
@@ -122,6 +134,8 @@ async def ask(
         write_wav(answer_path, audio, link.output_rate)
         seconds = len(audio) / 2 / link.output_rate
         print(f"wrote {answer_path} ({seconds:.1f} s at {link.output_rate} Hz)", file=out)
+    else:
+        print("(the answer's audio was not kept: -o ANSWER.wav keeps it)", file=out)
     return EXIT_OK
 
 
@@ -129,14 +143,43 @@ class _TurnLost(Exception):
     pass
 
 
+def _read(question: bytes | QuestionFile) -> BlockPrefetch:
+    if isinstance(question, bytes):
+        return BlockPrefetch(lambda: (question,))
+    return BlockPrefetch(question.blocks)
+
+
+async def _send_question(link: SessionSupervisor, reader: BlockPrefetch) -> None:
+    """Append the question in 100 ms pieces as it is read; commit only a long enough one."""
+    pending = b""
+    sent = 0
+    while True:
+        try:
+            block = await reader.next_block()
+        except AudioFileError as exc:
+            raise AskFailed(str(exc), exit_code=2) from None
+        if block is None:
+            break
+        pending += block
+        whole = len(pending) - len(pending) % CHUNK_BYTES
+        for start in range(0, whole, CHUNK_BYTES):
+            await link.append_audio(pending[start : start + CHUNK_BYTES])
+        pending = pending[whole:]
+        sent += whole
+    if pending:
+        await link.append_audio(pending)
+        sent += len(pending)
+    if sent < MIN_QUESTION_BYTES:
+        raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
+
+
 async def _one_turn(
-    link: SessionSupervisor, question: bytes, printer: _Printer, answer_timeout: float
+    link: SessionSupervisor, reader: BlockPrefetch, printer: _Printer, answer_timeout: float
 ) -> bytes | None:
     """Send the question and collect one whole answer; ``_TurnLost`` if the link died."""
     link.begin_turn()
     try:
-        for start in range(0, len(question), CHUNK_BYTES):
-            await link.append_audio(question[start : start + CHUNK_BYTES])
+        await _send_question(link, reader)
         await link.commit()
         await link.create_response()
         chunks: list[bytes] = []

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from appliance import __version__
@@ -26,15 +29,40 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def answer_path_problem(output: Path, question: Path) -> str | None:
+    """Why the answer cannot be written to ``output``, or None: found before anything is sent."""
+    parent = output.parent
+    if output.is_dir():
+        return f"{output} is a directory; give a file name, e.g. {output / 'answer.wav'}"
+    if not parent.is_dir():
+        return f"{output}: no such directory: {parent}"
+    with contextlib.suppress(OSError):
+        if output.exists() and question.exists() and os.path.samefile(output, question):
+            return f"{output} is the question file; give another name for the answer"
+    # The answer is written to a temporary file beside it and renamed: try exactly that.
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".check")
+    except OSError as exc:
+        return f"{output}: cannot create a file in {parent} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        problem = answer_path_problem(args.output, args.question)
+        if problem:
+            print(f"appliance ask: {problem}", file=sys.stderr)
+            return EX_USAGE
     from appliance.ask import AskFailed, ask
-    from appliance.audio.wavfile import WavError, read_for_realtime
+    from appliance.audio.sources import AudioFileError, open_question
 
     config = _config(args)
     key = config.require_api_key()
     try:
-        question = read_for_realtime(args.question)
-    except WavError as exc:
+        question = open_question(args.question)
+    except AudioFileError as exc:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return EX_USAGE
     try:
