@@ -21,10 +21,11 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev libspeexdsp1)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev libspeexdsp1 libsndfile1)
 # Test-only tools: espeak-ng speaks test questions, sox converts and measures audio;
-# systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service.
-APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux)
+# systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service;
+# ffmpeg is what `appliance ask` falls back on for M4A/WebM; tmux runs the terminal panel.
+APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux ffmpeg tmux)
 
 mode=install
 purge=0
@@ -202,7 +203,7 @@ if [ -n "$api_key_file" ]; then
 fi
 
 if [ "$rooted" = 1 ]; then
-    say "no apt with --root: the target needs python3 (the same version as here), libportaudio2 and libsystemd0"
+    say "no apt with --root: the target needs python3 (the same version as here), libportaudio2, libsystemd0 and libsndfile1"
 else
     ensure_apt "${APT_PACKAGES[@]}"
 fi

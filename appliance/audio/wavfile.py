@@ -3,11 +3,14 @@
 Python 3.11's ``wave`` module only reads plain integer PCM: it rejects WAVE_FORMAT_EXTENSIBLE
 (which most recorders and DAWs write for 24-bit or multi-channel audio) and 32-bit float WAVs.
 So this module parses the RIFF chunks itself and turns any common PCM or float WAV into int16,
-the format everything else in the appliance works in.
+the format everything else in the appliance works in. ``appliance ask`` reads its questions
+through libsndfile (:mod:`appliance.audio.sources`) and comes here only for the two WAVs
+libsndfile gets wrong: a streamed data size of 0 with audio after it, and data before fmt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import tempfile
@@ -16,8 +19,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-
-from appliance.audio.resample import resample_all, to_mono
 
 _PCM = 0x0001
 _FLOAT = 0x0003
@@ -49,15 +50,6 @@ class WavInfo:
     bits: int
     float: bool
     frames: int
-
-
-def _looks_like_chunk(data: bytes, pos: int) -> bool:
-    """True if a plausible chunk header (ASCII id, size within the file) starts at ``pos``."""
-    if pos + 8 > len(data):
-        return False
-    cid = data[pos : pos + 4]
-    size = struct.unpack_from("<I", data, pos + 4)[0]
-    return all(0x20 <= c < 0x7F for c in cid) and pos + 8 + size <= len(data)
 
 
 def _parse_fmt(path: object, body: bytes) -> tuple[int, int, int, int]:
@@ -101,44 +93,9 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, WavInfo]:
     WAVE_FORMAT_EXTENSIBLE. Unknown chunks are skipped. A data chunk whose size is unknown or
     larger than the file (as written by streaming recorders) is read to the end of the file.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise WavError(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise WavError(f"{path}: not a RIFF/WAVE file")
-
-    fmt: tuple[int, int, int, int] | None = None
-    raw: bytes | None = None
-    pos = 12
-    while pos + 8 <= len(data) and (fmt is None or raw is None):
-        cid = data[pos : pos + 4]
-        size = struct.unpack_from("<I", data, pos + 4)[0]
-        start = pos + 8
-        if cid == b"fmt ":
-            fmt = _parse_fmt(path, data[start : start + size])
-        elif cid == b"data":
-            available = len(data) - start
-            if size > available or (
-                size in _UNKNOWN_SIZES and available and not _looks_like_chunk(data, start)
-            ):
-                size = available
-            raw = data[start : start + size]
-        pos = start + size + (size & 1)  # chunks are padded to an even length
-    if fmt is None:
-        raise WavError(f"{path}: no fmt chunk")
-    if raw is None:
-        raise WavError(f"{path}: no data chunk")
-
-    code, channels, rate, bits = fmt
-    _check_format(path, code, channels, rate, bits)
-
-    frame_bytes = channels * bits // 8
-    frames = len(raw) // frame_bytes  # drop a trailing partial frame
-    samples = _decode(raw[: frames * frame_bytes], code, bits).reshape(frames, channels)
-    info = WavInfo(rate=rate, channels=channels, bits=bits, float=code == _FLOAT, frames=frames)
-    return samples, info
+    with open_riff_pcm(path) as pcm:
+        samples = pcm.read(pcm.info.frames)
+        return samples, dataclasses.replace(pcm.info, frames=len(samples))
 
 
 def _check_format(path: object, code: int, channels: int, rate: int, bits: int) -> None:
@@ -233,13 +190,6 @@ def _chunk_follows(f: BinaryIO, pos: int, file_size: int) -> bool:
         return False
     size = struct.unpack_from("<I", header, 4)[0]
     return all(0x20 <= c < 0x7F for c in header[:4]) and pos + 8 + size <= file_size
-
-
-def read_for_realtime(path: str | os.PathLike[str], rate: int = 24000) -> bytes:
-    """Any supported WAV -> mono int16 little-endian PCM at ``rate`` (the Realtime API's format)."""
-    samples, info = read_wav(path)
-    mono = resample_all(to_mono(samples), info.rate, rate)
-    return mono.astype("<i2").tobytes()
 
 
 def write_wav(path: str | os.PathLike[str], pcm16: bytes, rate: int, channels: int = 1) -> None:
