@@ -7,23 +7,27 @@ Exit codes: 0 ok, 1 failure, 2 usage, 77 the API key was refused (EX_NOPERM),
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance import __version__
-from appliance.config import Config, ConfigError, find_config_path, load_config
 from appliance.control.client import add_parsers as add_control_parsers
-from appliance.logs import setup_logging
+
+if TYPE_CHECKING:
+    from appliance.config import Config
+
+# Only what every command needs is imported above: press, release, talk and status must not
+# pay for YAML, asyncio, numpy or aiohttp (`appliance status` runs in tens of milliseconds).
 
 EX_USAGE, EX_NOPERM, EX_CONFIG = 2, 77, 78
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from appliance.config import find_config_path, load_config
+    from appliance.logs import setup_logging
+
     config = load_config(find_config_path(getattr(args, "config", None)))
     setup_logging("debug" if getattr(args, "verbose", False) else config.logging.level)
     return config
@@ -31,6 +35,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def answer_path_problem(output: Path, question: Path) -> str | None:
     """Why the answer cannot be written to ``output``, or None: found before anything is sent."""
+    import contextlib
+    import tempfile
+
     parent = output.parent
     if output.is_dir():
         return f"{output} is a directory; give a file name, e.g. {output / 'answer.wav'}"
@@ -55,6 +62,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if problem:
             print(f"appliance ask: {problem}", file=sys.stderr)
             return EX_USAGE
+    import asyncio
+
     from appliance.ask import AskFailed, ask
     from appliance.audio.sources import AudioFileError, open_question
 
@@ -73,6 +82,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from appliance.config import find_config_path, load_config
     from appliance.control.protocol import ControlError
     from appliance.daemon import Appliance
     from appliance.service.journal import setup_service_logging
@@ -180,16 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
+        return code
+    except BrokenPipeError:
+        # `appliance status | head -1`: the reader has gone. Say nothing, like any Unix tool,
+        # and keep the interpreter's last flush from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
     except KeyboardInterrupt:
         return 130
-    except Exception:  # the last line of defence: one line for the user, the detail in the log
+    except Exception as exc:
+        # ConfigError lives with the schema; if that was never imported, this is not one.
+        schema = sys.modules.get("appliance.config.schema")
+        if schema is not None and isinstance(exc, schema.ConfigError):
+            print(f"appliance: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        # The last line of defence: one line for the user, the detail in the log.
+        import logging
+
         logging.getLogger("appliance").debug("unexpected error", exc_info=True)
         print(
-            f"appliance: unexpected error ({sys.exc_info()[0].__name__}); run with -v for details",
+            f"appliance: unexpected error ({type(exc).__name__}); run with -v for details",
             file=sys.stderr,
         )
         return 1
