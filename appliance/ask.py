@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance.audio.prefetch import BlockPrefetch
-from appliance.audio.sources import AudioFileError, QuestionFile
+from appliance.audio.question_reader import AudioFileError, QuestionSource
 from appliance.audio.wavfile import write_wav
 from appliance.config import ApiKey, Config
 from appliance.protocol import server_events as ev
@@ -71,7 +71,7 @@ async def _next(link: SessionSupervisor, wait_s: float) -> object:
 async def ask(
     config: Config,
     api_key: ApiKey,
-    question: bytes | QuestionFile,
+    question: bytes | QuestionSource,
     answer_path: Path | None,
     *,
     retries: int = 2,
@@ -143,7 +143,7 @@ class _TurnLost(Exception):
     pass
 
 
-def _read(question: bytes | QuestionFile) -> BlockPrefetch:
+def _read(question: bytes | QuestionSource) -> BlockPrefetch:
     if isinstance(question, bytes):
         return BlockPrefetch(lambda: (question,))
     return BlockPrefetch(question.blocks)

@@ -9,14 +9,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import __version__
 from appliance.control.client import add_parsers as add_control_parsers
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from appliance.config import Config
+
+
+def _path(text: str) -> Path:
+    """argparse type: pathlib is imported only by the commands that take a file."""
+    from pathlib import Path
+
+    return Path(text)
+
 
 # Only what every command needs is imported above: press, release, talk and status must not
 # pay for YAML, asyncio, numpy or aiohttp (`appliance status` runs in tens of milliseconds).
@@ -62,23 +71,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if problem:
             print(f"appliance ask: {problem}", file=sys.stderr)
             return EX_USAGE
-    import asyncio
+    from appliance.audio.question_reader import AudioFileError, QuestionReader
 
-    from appliance.ask import AskFailed, ask
-    from appliance.audio.sources import AudioFileError, open_question
+    # The file is checked and converted by a child process while this one imports the
+    # network side and connects: two cores, two halves of the start-up.
+    question = QuestionReader(args.question).start()
+    try:
+        import asyncio
 
-    config = _config(args)
-    key = config.require_api_key()
-    try:
-        question = open_question(args.question)
-    except AudioFileError as exc:
-        print(f"appliance ask: {exc}", file=sys.stderr)
-        return EX_USAGE
-    try:
-        return asyncio.run(ask(config, key, question, args.output))
-    except AskFailed as exc:
-        print(f"appliance ask: {exc}", file=sys.stderr)
-        return exc.exit_code
+        from appliance.ask import AskFailed, ask
+
+        config = _config(args)
+        key = config.require_api_key()
+        try:
+            question.check()
+        except AudioFileError as exc:
+            print(f"appliance ask: {exc}", file=sys.stderr)
+            return EX_USAGE
+        try:
+            return asyncio.run(ask(config, key, question, args.output))
+        except AskFailed as exc:
+            print(f"appliance ask: {exc}", file=sys.stderr)
+            return exc.exit_code
+    finally:
+        question.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -150,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send QUESTION.wav (any PCM WAV) to the Realtime API, print both sides "
         "of the conversation, and write the spoken answer to ANSWER.wav.",
     )
-    p.add_argument("question", type=Path, metavar="QUESTION.wav")
+    p.add_argument("question", type=_path, metavar="QUESTION.wav")
     p.add_argument(
-        "-o", "--output", type=Path, metavar="ANSWER.wav", help="where to write the answer"
+        "-o", "--output", type=_path, metavar="ANSWER.wav", help="where to write the answer"
     )
     p.set_defaults(func=cmd_ask)
 

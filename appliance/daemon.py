@@ -246,9 +246,9 @@ class Appliance:
 
     async def _open_control(self) -> ControlServer:
         configured = self.config.control.socket
-        path = Path(configured) if configured else paths.server_socket()
+        path = Path(configured or paths.server_socket())
         try:
-            if not configured and path == paths.user_socket():
+            if not configured and str(path) == paths.user_socket():
                 paths.prepare_private_dir(path)  # a user's own: mode 0700
             control = ControlServer(path, self)
             await control.start()

@@ -164,16 +164,15 @@ def test_control_commands_import_nothing_heavy(tmp_path):
 
 def test_default_socket_places():
     xdg = "/run/user/1000"
-    assert paths.server_socket({"RUNTIME_DIRECTORY": "/run/appliance"}, euid=999) == Path(
-        "/run/appliance/control.sock"
-    )
-    assert paths.server_socket({}, euid=0) == Path("/run/appliance/control.sock")  # sudo
+    runtime = {"RUNTIME_DIRECTORY": "/run/appliance"}  # systemd's, for the service
+    assert paths.server_socket(runtime, euid=999) == "/run/appliance/control.sock"
+    assert paths.server_socket({}, euid=0) == "/run/appliance/control.sock"  # sudo
     if os.path.isdir(xdg):
-        assert paths.server_socket({"XDG_RUNTIME_DIR": xdg}, euid=1000) == Path(
+        assert paths.server_socket({"XDG_RUNTIME_DIR": xdg}, euid=1000) == (
             f"{xdg}/appliance/control.sock"
         )
-    assert paths.server_socket({}, euid=1000) == Path("/tmp/appliance-1000/control.sock")
-    assert paths.user_socket({"XDG_RUNTIME_DIR": "relative"}, uid=5) == Path(
+    assert paths.server_socket({}, euid=1000) == "/tmp/appliance-1000/control.sock"
+    assert paths.user_socket({"XDG_RUNTIME_DIR": "relative"}, uid=5) == (
         "/tmp/appliance-5/control.sock"
     )
 
@@ -222,3 +221,70 @@ async def test_as_a_user_the_socket_is_in_the_runtime_dir_and_the_commands_find_
         assert out.startswith("state: idle")
     finally:
         await box.stop()
+
+
+# --- control.socket read without the schema ----------------------------------------------
+
+HEAD = "realtime:\n  folder_id: f\n"
+PLAIN = {
+    "unset": (HEAD, None),
+    "shipped": (
+        Path(__file__)
+        .parent.parent.joinpath("config.yaml")
+        .read_text()
+        .replace('folder_id: ""', "folder_id: f"),
+        None,
+    ),
+    "plain": (HEAD + "control:\n  socket: /srv/a.sock\n", "/srv/a.sock"),
+    "comment after": (
+        HEAD + "control:  # the socket\n  socket: /srv/a.sock  # here\n",
+        "/srv/a.sock",
+    ),
+    "quoted": (HEAD + "control:\n    socket: '/srv/my socket'\n", "/srv/my socket"),
+    "double quoted": (HEAD + 'control:\n  socket: "/srv/b.sock" # x\n', "/srv/b.sock"),
+    "null": (HEAD + "control:\n  socket: ~\n", None),
+    "section first": ("control:\n\n  # why\n  socket: /x.sock\n" + HEAD, "/x.sock"),
+    "other keys": (HEAD + "logging:\n  level: info\n# control:\n#  socket: /no\n", None),
+}
+UNPLAIN = {
+    "flow": (HEAD + "control: {socket: /srv/f.sock}\n", "/srv/f.sock"),
+    "escape": (HEAD + 'control:\n  socket: "/srv/\\x41.sock"\n', "/srv/A.sock"),
+    "anchor": (HEAD + "control: &c\n  socket: /srv/s.sock\n", "/srv/s.sock"),
+    "folded": (HEAD + "control:\n  socket: >-\n    /srv/long.sock\n", "/srv/long.sock"),
+}
+
+
+@pytest.mark.parametrize("case", [*PLAIN, *UNPLAIN])
+def test_the_quick_socket_reading_agrees_with_the_loader(tmp_path, case):
+    from appliance.config import load_config
+
+    text, expected = {**PLAIN, **UNPLAIN}[case]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    if "folder_id" not in text:
+        path.write_text(text + HEAD)
+    assert load_config(path, {}, resolve_key=False).control.socket == expected
+    quick = paths.configured_socket(path.read_text())
+    assert quick == expected if case in PLAIN else quick is paths.UNSURE
+
+
+def test_config_candidates_match_the_loader():
+    from appliance.config import loader
+
+    assert tuple(str(p) for p in loader.CANDIDATES) == paths.CONFIG_CANDIDATES
+
+
+def test_status_through_config_yaml_reads_no_yaml(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(HEAD + f"control:\n  socket: {tmp_path / 'none.sock'}\n")
+    probe = (
+        "import sys\n"
+        "from appliance.cli import main\n"
+        "code = main(['status', '--config', sys.argv[1]])\n"
+        "print(code, sorted({'yaml', 'asyncio', 'numpy', 'aiohttp'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "1 []", result.stdout + result.stderr
+    assert f"no control socket at {tmp_path / 'none.sock'}" in result.stderr

@@ -121,25 +121,29 @@ def _exchange(
 def socket_paths(args: argparse.Namespace) -> list[str]:
     """``--socket``, else ``control.socket`` of the configuration, else the default places.
 
-    The key is not read: a user who may not read it may still ask for the status.
+    The key is not read: a user who may not read it may still ask for the status. A plain
+    config.yaml is scanned here; anything less plain goes through the real loader.
     """
     if getattr(args, "socket", None):
         return [args.socket]
-    # Imported here: a plain `--socket` run needs no YAML parsing at all.
-    from appliance.config import find_config_path, load_config
-
     explicit = getattr(args, "config", None)
-    from appliance.config import ConfigError
-
-    try:
-        configured = load_config(find_config_path(explicit), resolve_key=False).control.socket
-    except ConfigError:
-        if explicit is not None:
-            raise
+    configured: str | object | None = paths.UNSURE
+    found = explicit or next((c for c in paths.CONFIG_CANDIDATES if os.path.exists(c)), None)
+    if found is not None:
+        try:
+            with open(found, encoding="utf-8") as f:
+                configured = paths.configured_socket(f.read())
+        except (OSError, ValueError):
+            configured = paths.UNSURE  # the loader says what is wrong, with the file's name
+    elif explicit is None:
         configured = None  # no config.yaml here: the daemon's default places
+    if configured is paths.UNSURE:
+        from appliance.config import find_config_path, load_config
+
+        configured = load_config(find_config_path(explicit), resolve_key=False).control.socket
     if configured:
-        return [configured]
-    return [os.fspath(p) for p in paths.client_sockets()]
+        return [str(configured)]
+    return paths.client_sockets()
 
 
 def _send_first(candidates: list[str], payload: dict[str, Any], timeout: float) -> dict[str, Any]:

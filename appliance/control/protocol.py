@@ -18,8 +18,7 @@ older daemon. Parsing never raises: whatever bytes arrive, the server gets eithe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 COMMANDS = ("press", "release", "talk", "status")
 MAX_LINE = 4096  # bytes of one request line, newline excluded
@@ -49,8 +48,7 @@ class ControlError(Exception):
         self.fields = fields
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):  # not a dataclass: the commands must not import dataclasses
     """A valid request. ``seconds`` is set for ``talk`` only."""
 
     cmd: str
