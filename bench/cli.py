@@ -165,14 +165,17 @@ def main() -> None:
     commands = {
         "ask": (ask_argv, env_key, True),
         "sample": (sample_argv, env, True),
-        "status_socket": ([py, "-m", "appliance", "status", "--socket",
-                           str(work / "control.sock")], env, False),  # fmt: skip
+        "status_socket": (
+            [py, "-m", "appliance", "status", "--socket", str(work / "control.sock")],
+            env,
+            False,
+        ),
         "status_config": ([py, "-m", "appliance", "status", "--config", str(config)], env, False),
         "python_floor": ([py, "-c", "pass"], env, False),
     }
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     try:
-        for name, (argv, e, answers) in commands.items():  # one warm-up each (page cache)
+        for argv, e, answers in commands.values():  # one warm-up each (page cache)
             if answers:
                 srv.add_answer()
             run_measured(argv, e)
