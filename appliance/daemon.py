@@ -191,6 +191,11 @@ class Appliance:
     def _panel_event(self, event: sm.Event) -> None:
         if self.shell is not None:
             self.shell.post(event)
+        if isinstance(event, sm.ButtonDown):
+            refusal = self._refusal()
+            explain = getattr(self.panel, "explain", None)  # the terminal's status line
+            if refusal is not None and explain is not None:
+                explain(str(refusal))
 
     # ---- running -----------------------------------------------------------------------
 
