@@ -157,7 +157,7 @@ def test_a_press_without_a_sound_device_says_why_nothing_happens(tmux, tmp_path)
         f"tools:\n  state_file: {tmp_path / 'state.json'}\n"
     )
     tmux.start(
-        "env APPLIANCE_API_KEY=k JACK_NO_START_SERVER=1 "
+        "env -u ALSA_CONFIG_PATH APPLIANCE_API_KEY=k JACK_NO_START_SERVER=1 "
         f"{sys.executable} -m appliance run --config {config}; sleep 30"
     )
     screen = tmux.wait_screen(lambda lines: any("[appliance] error" in line for line in lines))
