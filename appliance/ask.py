@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from appliance.audio.prefetch import BlockPrefetch
-from appliance.audio.question_reader import AudioFileError, QuestionSource
+from appliance.audio.sources import AudioFileError, QuestionSource
 from appliance.audio.wavfile import write_wav
 from appliance.config import ApiKey, Config
 from appliance.protocol import server_events as ev

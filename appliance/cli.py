@@ -71,30 +71,23 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if problem:
             print(f"appliance ask: {problem}", file=sys.stderr)
             return EX_USAGE
-    from appliance.audio.question_reader import AudioFileError, QuestionReader
+    import asyncio
 
-    # The file is checked and converted by a child process while this one imports the
-    # network side and connects: two cores, two halves of the start-up.
-    question = QuestionReader(args.question).start()
+    from appliance.ask import AskFailed, ask
+    from appliance.audio.sources import AudioFileError, open_question
+
+    config = _config(args)
+    key = config.require_api_key()
     try:
-        import asyncio
-
-        from appliance.ask import AskFailed, ask
-
-        config = _config(args)
-        key = config.require_api_key()
-        try:
-            question.check()
-        except AudioFileError as exc:
-            print(f"appliance ask: {exc}", file=sys.stderr)
-            return EX_USAGE
-        try:
-            return asyncio.run(ask(config, key, question, args.output))
-        except AskFailed as exc:
-            print(f"appliance ask: {exc}", file=sys.stderr)
-            return exc.exit_code
-    finally:
-        question.close()
+        question = open_question(args.question)  # the header only: read while connecting
+    except AudioFileError as exc:
+        print(f"appliance ask: {exc}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        return asyncio.run(ask(config, key, question, args.output))
+    except AskFailed as exc:
+        print(f"appliance ask: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -15,20 +15,18 @@ that must be asked again is read again rather than kept.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile
 import soxr
 
-from appliance.audio.question_reader import AudioFileError
 from appliance.audio.wavfile import WavError, open_riff_pcm
 
 OUT_RATE = 24000
@@ -57,6 +55,16 @@ _VORBIS_MIX = {
     7: (0.5, _C, 0.5, _S, _S, _S, 0.0),  # FL FC FR SL SR RC LFE
     8: (0.5, _C, 0.5, _S, _S, _S, _S, 0.0),  # FL FC FR SL SR RL RR LFE
 }
+
+
+class AudioFileError(ValueError):
+    """The question cannot be read; the message is one line naming the file."""
+
+
+class QuestionSource(Protocol):
+    """What ask reads: the question as 24 kHz mono PCM16 blocks, afresh on each call."""
+
+    def blocks(self) -> Iterator[bytes]: ...
 
 
 def downmix_weights(channels: int, container: str = "WAV") -> np.ndarray:
@@ -267,35 +275,3 @@ def _check_length(question: QuestionFile) -> None:
             f"{question.path}: the question is shorter than 100 ms of audio "
             f"({question.frames / question.rate * 1000:.0f} ms)"
         )
-
-
-def main(argv: list[str]) -> int:
-    """``python -m appliance.audio.sources FILE``: the child of :mod:`question_reader`.
-
-    One JSON line (the format, or ``{"error": ...}``), then the PCM; a failure while reading
-    is one line on stderr and exit 1.
-    """
-    out = sys.stdout.buffer
-    try:
-        question = open_question(argv[0])
-    except AudioFileError as exc:
-        out.write(json.dumps({"error": str(exc)}).encode() + b"\n")
-        return 0
-    header = {"reader": question.reader, "kind": question.kind, "seconds": question.seconds}
-    out.write(json.dumps(header).encode() + b"\n")
-    out.flush()
-    try:
-        for block in question.blocks():
-            out.write(block)
-        out.flush()
-    except AudioFileError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # the parent stopped reading (it gave up, or was interrupted)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-        return 0
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -16,10 +16,9 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
 _PCM = 0x0001
 _FLOAT = 0x0003
@@ -69,8 +68,6 @@ def _parse_fmt(path: object, body: bytes) -> tuple[int, int, int, int]:
 
 def _decode(raw: bytes, code: int, bits: int) -> np.ndarray:
     """Little-endian samples -> int16, scaled to full range (flat array)."""
-    import numpy as np  # here: writing a WAV (appliance ask's answer) needs no numpy
-
     if code == _FLOAT:
         x = np.frombuffer(raw, dtype="<f4" if bits == 32 else "<f8")
         x = np.clip(np.nan_to_num(x.astype(np.float64)), -1.0, 1.0)
