@@ -143,14 +143,16 @@ class _TurnLost(Exception):
     pass
 
 
-def _read(question: bytes | QuestionSource) -> BlockPrefetch:
+def _read(question: bytes | QuestionSource, rate: int = 24000) -> BlockPrefetch:
+    """Start reading (and converting to ``rate``) the question in a thread."""
     if isinstance(question, bytes):
         return BlockPrefetch(lambda: (question,))
-    return BlockPrefetch(question.blocks)
+    return BlockPrefetch(lambda: question.blocks(rate))
 
 
-async def _send_question(link: SessionSupervisor, reader: BlockPrefetch) -> None:
+async def _send_question(link: SessionSupervisor, reader: BlockPrefetch, rate: int = 24000) -> None:
     """Append the question in 100 ms pieces as it is read; commit only a long enough one."""
+    chunk_bytes = rate // 10 * 2
     pending = b""
     sent = 0
     while True:
@@ -161,15 +163,15 @@ async def _send_question(link: SessionSupervisor, reader: BlockPrefetch) -> None
         if block is None:
             break
         pending += block
-        whole = len(pending) - len(pending) % CHUNK_BYTES
-        for start in range(0, whole, CHUNK_BYTES):
-            await link.append_audio(pending[start : start + CHUNK_BYTES])
+        whole = len(pending) - len(pending) % chunk_bytes
+        for start in range(0, whole, chunk_bytes):
+            await link.append_audio(pending[start : start + chunk_bytes])
         pending = pending[whole:]
         sent += whole
     if pending:
         await link.append_audio(pending)
         sent += len(pending)
-    if sent < MIN_QUESTION_BYTES:
+    if sent < chunk_bytes:  # 100 ms
         raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
 
 

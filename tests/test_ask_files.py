@@ -240,10 +240,10 @@ async def test_the_link_connects_while_the_file_is_read(server, tmp_path):
     loop = asyncio.get_running_loop()
 
     class Slow(QuestionFile):
-        def blocks(self, block_s: float = 0.5):
+        def blocks(self, rate: int = 24000, block_s: float = 0.5):
             if not connected.wait(10):
                 raise AudioFileError("the link did not connect while the file was read")
-            yield from super().blocks(block_s)
+            yield from super().blocks(rate, block_s)
 
     async def watch():
         while not server.connections:  # noqa: ASYNC110 - the server has no event for it
@@ -310,3 +310,14 @@ def test_mp3_from_ffmpeg_is_read_by_libsndfile(tmp_path):
     question = open_question(mp3)
     assert question.reader == "soundfile"
     assert peak_hz(read_all(question)) == pytest.approx(FREQ, abs=3)
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 44100])
+def test_the_question_is_converted_to_the_rate_asked_for(tmp_path, ffmpeg_files, rate):
+    """realtime.input_rate differs by provider: both readers convert to the rate asked for."""
+    wav = tmp_path / "q.wav"
+    soundfile.write(wav, sine(1.0, 48000, 2), 48000, subtype="PCM_16")
+    for question in (open_question(wav), open_question(ffmpeg_files["voice.m4a"])):
+        x = np.frombuffer(b"".join(question.blocks(rate)), "<i2").astype(np.float64) / 32768
+        assert len(x) == pytest.approx(rate, abs=rate // 20)
+        assert peak_hz(x, rate) == pytest.approx(FREQ, abs=3)

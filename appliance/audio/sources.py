@@ -29,9 +29,9 @@ import soxr
 
 from appliance.audio.wavfile import WavError, open_riff_pcm
 
-OUT_RATE = 24000
+OUT_RATE = 24000  # the Realtime API's input rate unless told another
 BLOCK_S = 0.5  # seconds of input read at a time: small enough for a Pi, large enough to be cheap
-MIN_BYTES = 4800  # 100 ms of 24 kHz PCM16: the API refuses a shorter commit
+MIN_MS = 100  # the API refuses a shorter commit
 _FFMPEG_READ = 1 << 15
 
 # Mono from more than two channels, by channel count and container: the ITU-R BS.775 stereo
@@ -62,9 +62,9 @@ class AudioFileError(ValueError):
 
 
 class QuestionSource(Protocol):
-    """What ask reads: the question as 24 kHz mono PCM16 blocks, afresh on each call."""
+    """What ask reads: the question as mono PCM16 blocks at ``rate``, afresh on each call."""
 
-    def blocks(self) -> Iterator[bytes]: ...
+    def blocks(self, rate: int = OUT_RATE) -> Iterator[bytes]: ...
 
 
 def downmix_weights(channels: int, container: str = "WAV") -> np.ndarray:
@@ -130,16 +130,16 @@ class QuestionFile:
     def seconds(self) -> float | None:
         return None if self.frames is None else self.frames / self.rate
 
-    def blocks(self, block_s: float = BLOCK_S) -> Iterator[bytes]:
-        """The question as little-endian int16 mono at 24 kHz, one block at a time."""
+    def blocks(self, rate: int = OUT_RATE, block_s: float = BLOCK_S) -> Iterator[bytes]:
+        """The question as little-endian int16 mono at ``rate``, one block at a time."""
         if self.reader == "ffmpeg":
-            yield from _ffmpeg_blocks(self.path, int(block_s * OUT_RATE) * 2)
+            yield from _ffmpeg_blocks(self.path, rate, int(block_s * rate) * 2)
             return
         frames_per_block = max(1, int(block_s * self.rate))
         weights = downmix_weights(self.channels, self.kind.split()[0])
         resampler = None
-        if self.rate != OUT_RATE:
-            resampler = soxr.ResampleStream(self.rate, OUT_RATE, 1, dtype="float32", quality="HQ")
+        if self.rate != rate:
+            resampler = soxr.ResampleStream(self.rate, rate, 1, dtype="float32", quality="HQ")
         source = (
             _soundfile_blocks(self.path, frames_per_block)
             if self.reader == "soundfile"
@@ -181,11 +181,11 @@ def _riff_blocks(path: Path, frames: int) -> Iterator[np.ndarray]:
         raise AudioFileError(str(exc)) from None
 
 
-def _ffmpeg_blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
+def _ffmpeg_blocks(path: Path, rate: int, block_bytes: int) -> Iterator[bytes]:
     command = [
         shutil.which("ffmpeg") or "ffmpeg",
         *("-nostdin", "-hide_banner", "-loglevel", "error", "-i", os.fspath(path)),
-        *("-vn", "-ac", "1", "-ar", str(OUT_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "-"),
+        *("-vn", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-acodec", "pcm_s16le", "-"),
     ]
     try:
         proc = subprocess.Popen(
@@ -270,7 +270,7 @@ def _ffmpeg_question(path: Path, head: bytes) -> QuestionFile:
 def _check_length(question: QuestionFile) -> None:
     if question.frames == 0:
         raise AudioFileError(f"{question.path}: the file holds no audio (empty)")
-    if question.frames is not None and question.frames * OUT_RATE // question.rate * 2 < MIN_BYTES:
+    if question.frames is not None and question.frames * 1000 < MIN_MS * question.rate:
         raise AudioFileError(
             f"{question.path}: the question is shorter than 100 ms of audio "
             f"({question.frames / question.rate * 1000:.0f} ms)"
