@@ -288,3 +288,20 @@ def test_status_through_config_yaml_reads_no_yaml(tmp_path):
     )
     assert result.stdout.strip() == "1 []", result.stdout + result.stderr
     assert f"no control socket at {tmp_path / 'none.sock'}" in result.stderr
+
+
+def test_the_private_socket_directory_is_ours_and_0700(tmp_path):
+    """/tmp/appliance-UID is made 0700; one that someone else made first is refused (they
+    could otherwise listen in the socket's place)."""
+    sock = str(tmp_path / "mine" / "control.sock")
+    paths.prepare_private_dir(sock)
+    assert (tmp_path / "mine").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "mine").chmod(0o755)
+    paths.prepare_private_dir(sock)  # ours, loosened: tightened again
+    assert (tmp_path / "mine").stat().st_mode & 0o777 == 0o700
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    if os.geteuid() == 0:
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(ValueError, match="belongs to another user"):
+            paths.prepare_private_dir(str(theirs / "control.sock"))
