@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,7 @@ def main() -> None:
                 figures[name].append((wall, cpu))
     finally:
         srv.close()
+        shutil.rmtree(work, ignore_errors=True)
 
     def med(name: str, i: int) -> float:
         return round(statistics.median(f[i] for f in figures[name]) * 1000, 1)
