@@ -2,7 +2,8 @@
 # install.sh: set up the appliance.
 #
 #   sudo ./install.sh          install the appliance: the apt packages, the system user appliance
-#                              (groups audio and gpio), the app in /opt/appliance (own venv),
+#                              (groups audio and gpio), the app in /opt/appliance (own venv;
+#                              the command linked as /usr/local/bin/appliance),
 #                              /etc/appliance/config.yaml (never overwritten), the API key, the
 #                              systemd unit (enabled and started where systemd runs), then runs
 #                              `appliance check`. A second run changes nothing and says so.
@@ -12,7 +13,8 @@
 #   --root DIR                 install into the directory tree DIR (image builders, tests):
 #                              no apt, no systemctl, no `appliance check`; the user is created
 #                              in DIR only if DIR/etc/passwd exists
-#   --uninstall                stop and remove the service, /opt/appliance and the user appliance;
+#   --uninstall                stop and remove the service, /opt/appliance, the appliance command
+#                              in /usr/local/bin and the user appliance;
 #                              keeps /etc/appliance (config and key) and /var/lib/appliance
 #   --purge                    --uninstall, and remove /etc/appliance and /var/lib/appliance too
 #   -h, --help                 this help
@@ -21,10 +23,11 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev libspeexdsp1)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config portaudio19-dev libsystemd-dev libspeexdsp1 libsndfile1)
 # Test-only tools: espeak-ng speaks test questions, sox converts and measures audio;
-# systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service.
-APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux)
+# systemd-analyze and systemd-journald (never started as PID 1) and unshare test the service;
+# ffmpeg is what `appliance ask` falls back on for M4A/WebM; tmux runs the terminal panel.
+APT_DEV_PACKAGES=(espeak-ng sox systemd util-linux ffmpeg tmux)
 
 mode=install
 purge=0
@@ -164,6 +167,10 @@ if [ "$mode" = uninstall ]; then
             systemctl reset-failed appliance 2>/dev/null || true
         fi
     fi
+    bin_link="$prefix/usr/local/bin/appliance"
+    if [ "$(readlink "$bin_link" 2>/dev/null)" = "$TARGET_OPT/venv/bin/appliance" ]; then
+        rm -f "$bin_link"; say "removed $bin_link"; did=1
+    fi
     if [ -e "$opt" ]; then
         rm -rf "$opt"; say "removed $opt"; did=1
     fi
@@ -192,17 +199,22 @@ for f in appliance pyproject.toml README.md config.yaml systemd/appliance.servic
     [ -e "$here/$f" ] || die "$here/$f is missing: run me from a complete checkout"
 done
 
-# The key from a file: its first non-blank line, trimmed. Never printed.
-read_key() { sed -n '/[^[:space:]]/{s/^[[:space:]]*//;s/[[:space:]]*$//;p;q;}' "$1"; }
+# The key from a file: the whole file, surrounding whitespace dropped. Never printed.
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; printf '%s' "${s%"${s##*[![:space:]]}"}"; }
+read_key() { trim "$(cat "$1")"; }
+# Whitespace inside a key (two lines, a pasted "api-key XXX") is refused here, as the daemon
+# would refuse it later, when nobody is watching.
+has_space() { [[ $1 == *[[:space:]]* ]]; }
 new_key=""
 if [ -n "$api_key_file" ]; then
     [ -r "$api_key_file" ] || die "--api-key-file $api_key_file: cannot read it"
     new_key=$(read_key "$api_key_file")
     [ -n "$new_key" ] || die "--api-key-file $api_key_file: the file holds no key"
+    has_space "$new_key" && die "--api-key-file $api_key_file: the key has whitespace inside it (more than one line?); the file must hold the key alone"
 fi
 
 if [ "$rooted" = 1 ]; then
-    say "no apt with --root: the target needs python3 (the same version as here), libportaudio2 and libsystemd0"
+    say "no apt with --root: the target needs python3 (the same version as here), libportaudio2, libsystemd0 and libsndfile1"
 else
     ensure_apt "${APT_PACKAGES[@]}"
 fi
@@ -305,6 +317,17 @@ EOF
     echo "$stamp" > "$opt/.source-stamp"
     changed=1; restart=1
 fi
+# `appliance` on PATH (sudo's secure_path has /usr/local/bin too): a link to the venv's script.
+bin_link="$prefix/usr/local/bin/appliance"
+if [ "$(readlink "$bin_link" 2>/dev/null)" != "$TARGET_OPT/venv/bin/appliance" ]; then
+    if [ -e "$bin_link" ] && [ ! -L "$bin_link" ]; then
+        say "left $bin_link alone (not ours): run $TARGET_OPT/venv/bin/appliance"
+    else
+        mkdir -p "$(dirname "$bin_link")"
+        ln -sfn "$TARGET_OPT/venv/bin/appliance" "$bin_link"
+        say "linked $bin_link to $TARGET_OPT/venv/bin/appliance"; changed=1
+    fi
+fi
 # The README beside the app: the unit's Documentation= points at it.
 if put_file "$here/README.md" "$opt/README.md" 644 root; then say "wrote $opt/README.md"; fi
 
@@ -348,7 +371,8 @@ elif [ ! -s "$etc/api-key" ]; then
     if [ -t 0 ]; then
         read -r -s -p "Yandex AI Studio API key (input hidden): " key || true
         echo >&2
-        key=$(printf '%s' "$key" | sed 's/^[[:space:]]*//;s/[[:space:]]*$//')
+        key=$(trim "$key")
+        has_space "$key" && die "the key has whitespace inside it; paste the key alone"
     fi
     if [ -n "$key" ]; then
         write_key "$key"; say "stored the API key in $etc/api-key (mode 0600)"

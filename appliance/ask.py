@@ -1,11 +1,12 @@
 """``appliance ask QUESTION.wav -o ANSWER.wav``: one spoken question, one spoken answer, no speaker.
 
-The WAV is converted to mono PCM16 at the API's input rate (``realtime.input_rate``) with a real
-resampler, streamed in 100 ms appends, committed, and answered; each answer's words are printed
-once, however many channels the server sends them on. The answer's audio is written exactly as
-received (mono, 16-bit, at the
-session's output rate). If the link dies before the answer is whole, the question is asked again
-on a new session (at most ``retries`` times), so the file always holds one whole answer.
+The question (any format :mod:`appliance.audio.sources` reads) is converted to mono PCM16 at the
+API's input rate (``realtime.input_rate``) with a real resampler while the link connects,
+streamed in 100 ms appends, committed, and answered; each answer's words are printed once,
+however many channels the server sends them on. The answer's audio is written exactly as
+received (mono, 16-bit, at the session's output rate). If the link dies before the answer is
+whole, the question is asked again on a new session (at most ``retries`` times), so the file
+always holds one whole answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from appliance.audio.prefetch import BlockPrefetch
+from appliance.audio.sources import AudioFileError, QuestionSource
 from appliance.audio.wavfile import write_wav
 from appliance.config import ApiKey, Config
 from appliance.protocol import server_events as ev
@@ -77,19 +80,20 @@ async def _next(link: SessionSupervisor, wait_s: float) -> object:
 async def ask(
     config: Config,
     api_key: ApiKey,
-    question: bytes,
+    question: bytes | QuestionSource,
     answer_path: Path | None,
     *,
     retries: int = 2,
     out: TextIO = sys.stdout,
     trace: TraceWriter | None = None,
 ) -> int:
-    """Ask ``question`` (mono PCM16 at ``realtime.input_rate``); returns the exit code.
-    Raises :class:`AskFailed`.
+    """Ask ``question`` (mono PCM16 at ``realtime.input_rate``, or a file read and converted
+    while the link connects); returns the exit code. Raises :class:`AskFailed`.
 
     With a ``trace``, every event of every session it opens is written there (``--trace``).
     """
-    if len(question) < _bytes_of_ms(MIN_QUESTION_MS, config.realtime.input_rate):
+    rate = config.realtime.input_rate
+    if isinstance(question, bytes) and len(question) < _bytes_of_ms(MIN_QUESTION_MS, rate):
         raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
     # No history: a retried question must not appear twice in the model's context.
     settings = dataclasses.replace(
@@ -107,7 +111,9 @@ async def ask(
             raise AskFailed(f"giving up after {failures} attempts: {reason}")
         log.warning("%s; asking again (%d of %d)", reason, failures, retries)
 
-    async with SessionSupervisor(settings) as link:
+    # The first attempt's question is read while the link connects.
+    reader: BlockPrefetch | None = _read(question, rate)
+    async with SessionSupervisor(settings) as link, contextlib.aclosing(reader):
         while True:
             event = await link.next_event()
             match event:
@@ -122,14 +128,18 @@ async def ask(
                     pass
                 case _:
                     continue
+            reader = reader or _read(question, rate)  # a retry reads the file again
             try:
-                audio = await _one_turn(link, question, printer, answer_timeout)
+                audio = await _one_turn(link, reader, printer, answer_timeout)
             except NotConnected as exc:
                 failed(str(exc))
                 continue
             except _TurnLost as exc:
                 failed(str(exc))
                 continue
+            finally:
+                reader.close()
+                reader = None
             break
     printer.end()
     if audio is None:
@@ -138,6 +148,8 @@ async def ask(
         write_wav(answer_path, audio, link.output_rate)
         seconds = len(audio) / 2 / link.output_rate
         print(f"wrote {answer_path} ({seconds:.1f} s at {link.output_rate} Hz)", file=out)
+    else:
+        print("(the answer's audio was not kept: -o ANSWER.wav keeps it)", file=out)
     return EXIT_OK
 
 
@@ -157,16 +169,46 @@ async def _late_transcript(link: SessionSupervisor, printer: _Printer) -> None:
                     return
 
 
+def _read(question: bytes | QuestionSource, rate: int) -> BlockPrefetch:
+    """Start reading (and converting to ``rate``) the question in a thread."""
+    if isinstance(question, bytes):
+        return BlockPrefetch(lambda: (question,))
+    return BlockPrefetch(lambda: question.blocks(rate))
+
+
+async def _send_question(link: SessionSupervisor, reader: BlockPrefetch, rate: int) -> None:
+    """Append the question in 100 ms pieces as it is read; commit only a long enough one."""
+    chunk_bytes = _bytes_of_ms(CHUNK_MS, rate)
+    pending = b""
+    sent = 0
+    while True:
+        try:
+            block = await reader.next_block()
+        except AudioFileError as exc:
+            raise AskFailed(str(exc), exit_code=2) from None
+        if block is None:
+            break
+        pending += block
+        whole = len(pending) - len(pending) % chunk_bytes
+        for start in range(0, whole, chunk_bytes):
+            await link.append_audio(pending[start : start + chunk_bytes])
+        pending = pending[whole:]
+        sent += whole
+    if pending:
+        await link.append_audio(pending)
+        sent += len(pending)
+    if sent < _bytes_of_ms(MIN_QUESTION_MS, rate):
+        raise AskFailed("the question is shorter than 100 ms of audio", exit_code=2)
+
+
 async def _one_turn(
-    link: SessionSupervisor, question: bytes, printer: _Printer, answer_timeout: float
+    link: SessionSupervisor, reader: BlockPrefetch, printer: _Printer, answer_timeout: float
 ) -> bytes | None:
     """Send the question and collect one whole answer; ``_TurnLost`` if the link died."""
     link.begin_turn()
-    chunk = _bytes_of_ms(CHUNK_MS, link.settings.input_rate)
     words = AnswerWords()
     try:
-        for start in range(0, len(question), chunk):
-            await link.append_audio(question[start : start + chunk])
+        await _send_question(link, reader, link.settings.input_rate)
         await link.commit()
         link.ask_when_ready()
         chunks: list[bytes] = []

@@ -7,17 +7,29 @@ Exit codes: 0 ok, 1 failure, 2 usage, 77 the API key was refused (EX_NOPERM),
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import os
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance import __version__
-from appliance.config import ApiKey, Config, ConfigError, find_config_path, load_config
-from appliance.config.loader import provider_warnings
 from appliance.control.client import add_parsers as add_control_parsers
-from appliance.logs import setup_logging
-from appliance.realtime.trace import TraceFileError, TraceWriter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from appliance.config import ApiKey, Config
+    from appliance.realtime.trace import TraceWriter
+
+
+def _path(text: str) -> Path:
+    """argparse type: pathlib is imported only by the commands that take a file."""
+    from pathlib import Path
+
+    return Path(text)
+
+
+# Only what every command needs is imported above: press, release, talk and status must not
+# pay for YAML, asyncio, numpy or aiohttp (`appliance status` runs in tens of milliseconds).
 
 EX_USAGE, EX_NOPERM, EX_CONFIG = 2, 77, 78
 TRACE_HELP = (
@@ -27,6 +39,12 @@ TRACE_HELP = (
 
 
 def _config(args: argparse.Namespace) -> Config:
+    import logging
+
+    from appliance.config import find_config_path, load_config
+    from appliance.config.loader import provider_warnings
+    from appliance.logs import setup_logging
+
     config = load_config(find_config_path(getattr(args, "config", None)))
     setup_logging("debug" if getattr(args, "verbose", False) else config.logging.level)
     for warning in provider_warnings(config):
@@ -34,15 +52,46 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def answer_path_problem(output: Path, question: Path) -> str | None:
+    """Why the answer cannot be written to ``output``, or None: found before anything is sent."""
+    import contextlib
+    import tempfile
+
+    parent = output.parent
+    if output.is_dir():
+        return f"{output} is a directory; give a file name, e.g. {output / 'answer.wav'}"
+    if not parent.is_dir():
+        return f"{output}: no such directory: {parent}"
+    with contextlib.suppress(OSError):
+        if output.exists() and question.exists() and os.path.samefile(output, question):
+            return f"{output} is the question file; give another name for the answer"
+    # The answer is written to a temporary file beside it and renamed: try exactly that.
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".check")
+    except OSError as exc:
+        return f"{output}: cannot create a file in {parent} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        problem = answer_path_problem(args.output, args.question)
+        if problem:
+            print(f"appliance ask: {problem}", file=sys.stderr)
+            return EX_USAGE
+    import asyncio
+
     from appliance.ask import AskFailed, ask
-    from appliance.audio.wavfile import WavError, read_for_realtime
+    from appliance.audio.sources import AudioFileError, open_question
+    from appliance.realtime.trace import TraceFileError
 
     config = _config(args)
     key = config.require_api_key()
     try:
-        question = read_for_realtime(args.question, config.realtime.input_rate)
-    except WavError as exc:
+        question = open_question(args.question)  # the header only: read while connecting
+    except AudioFileError as exc:
         print(f"appliance ask: {exc}", file=sys.stderr)
         return EX_USAGE
     try:
@@ -65,10 +114,15 @@ def open_trace(path: Path | None, key: ApiKey | None) -> TraceWriter | None:
     file cannot be written."""
     if path is None:
         return None
+    from appliance.realtime.trace import TraceWriter
+
     return TraceWriter(path, secrets=[key.reveal()] if key is not None else [])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from appliance.config import find_config_path, load_config
     from appliance.control.protocol import ControlError
     from appliance.daemon import Appliance
     from appliance.service.journal import setup_service_logging
@@ -134,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send QUESTION.wav (any PCM WAV) to the Realtime API, print both sides "
         "of the conversation, and write the spoken answer to ANSWER.wav.",
     )
-    p.add_argument("question", type=Path, metavar="QUESTION.wav")
+    p.add_argument("question", type=_path, metavar="QUESTION.wav")
     p.add_argument(
-        "-o", "--output", type=Path, metavar="ANSWER.wav", help="where to write the answer"
+        "-o", "--output", type=_path, metavar="ANSWER.wav", help="where to write the answer"
     )
-    p.add_argument("--trace", type=Path, metavar="PATH", help=TRACE_HELP)
+    p.add_argument("--trace", type=_path, metavar="PATH", help=TRACE_HELP)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser(
@@ -169,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-audio", action="store_true", help="do not touch the sound devices")
     p.add_argument("--skip-network", action="store_true", help="do not contact the Realtime API")
-    p.add_argument("--trace", type=Path, metavar="PATH", help=TRACE_HELP)
+    p.add_argument("--trace", type=_path, metavar="PATH", help=TRACE_HELP)
     p.set_defaults(func=cmd_check)
     add_control_parsers(sub, common)
     return parser
@@ -178,16 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
-        return EX_CONFIG
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is handled below
+        return code
+    except BrokenPipeError:
+        # `appliance status | head -1`: the reader has gone. Say nothing, like any Unix tool,
+        # and keep the interpreter's last flush from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
     except KeyboardInterrupt:
         return 130
-    except Exception:  # the last line of defence: one line for the user, the detail in the log
+    except Exception as exc:
+        # ConfigError lives with the schema; if that was never imported, this is not one.
+        schema = sys.modules.get("appliance.config.schema")
+        if schema is not None and isinstance(exc, schema.ConfigError):
+            print(f"appliance: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        # The last line of defence: one line for the user, the detail in the log.
+        import logging
+
         logging.getLogger("appliance").debug("unexpected error", exc_info=True)
         print(
-            f"appliance: unexpected error ({sys.exc_info()[0].__name__}); run with -v for details",
+            f"appliance: unexpected error ({type(exc).__name__}); run with -v for details",
             file=sys.stderr,
         )
         return 1

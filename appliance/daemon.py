@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from appliance.audio.capture import Capture
@@ -27,6 +28,14 @@ from appliance.audio.echo_reference import ReferenceTap
 from appliance.audio.playback import Playback
 from appliance.config import ApiKey, Config, ConfigError, load_config
 from appliance.config.loader import provider_warnings
+from appliance.control import paths
+from appliance.control.protocol import (
+    KEY_REFUSED,
+    NO_AUDIO,
+    OFFLINE,
+    TURN_FAILED,
+    ControlError,
+)
 from appliance.control.server import ControlServer
 from appliance.core import state_machine as sm
 from appliance.panel.select import open_panel
@@ -193,10 +202,18 @@ class Appliance:
     def _panel_event(self, event: sm.Event) -> None:
         if self.shell is not None:
             self.shell.post(event)
+        if isinstance(event, sm.ButtonDown):
+            refusal = self._refusal()
+            explain = getattr(self.panel, "explain", None)  # the terminal's status line
+            if refusal is not None and explain is not None:
+                explain(str(refusal))
 
     # ---- running -----------------------------------------------------------------------
 
     async def run(self) -> int:
+        # The socket first: a path this user cannot use is a configuration problem, found
+        # before the sound devices are opened, and said in one line (ConfigError, exit 78).
+        self.control = await self._open_control()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -242,11 +259,24 @@ class Appliance:
         for where, error in self._audio_failed.items():
             self.shell.post(sm.AudioLost(f"{where}: {error}"))
         self.link.start()
-        self.control = ControlServer(self.config.control.socket, self)
-        await self.control.start()
         self._spawn(self._pump_link(self.link))
         self._spawn(self._pump_mic(self.capture))
         self._spawn(self.notifier.run_watchdog())
+
+    async def _open_control(self) -> ControlServer:
+        configured = self.config.control.socket
+        path = Path(configured or paths.server_socket())
+        try:
+            if not configured and str(path) == paths.user_socket():
+                paths.prepare_private_dir(path)  # a user's own: mode 0700
+            control = ControlServer(path, self)
+            await control.start()
+        except ControlError as exc:
+            raise ConfigError(f"control.socket: {exc}") from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"control.socket: {path.parent}: {reason}") from None
+        return control
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -408,21 +438,63 @@ class Appliance:
 
     # ---- the control socket's handler --------------------------------------------------
 
+    def _refusal(self) -> ControlError | None:
+        """Why a press cannot start a turn now (the reply says it), or None."""
+        if self.shell is None or self.link is None:
+            return ControlError("the appliance is starting; try again in a moment", code=OFFLINE)
+        if self.shell.machine.auth_failed:
+            reason = self._retry[1] if self._retry else "the API key was refused"
+            return ControlError(f"the API key was refused: {reason}", code=KEY_REFUSED)
+        for where, error in self._audio_failed.items():
+            return ControlError(f"no {where}: {error}", code=NO_AUDIO)
+        if not self.link.connected:
+            reason = self._retry[1] if self._retry else "connecting"
+            return ControlError(f"not connected to the Realtime API ({reason})", code=OFFLINE)
+        return None
+
     async def press(self) -> None:
-        await self.shell.press()
+        refusal = self._refusal()
+        if self.shell is not None:
+            await self.shell.press()  # as the button would: the "not connected" sound plays
+        if refusal is not None:
+            raise refusal
 
     async def release(self) -> None:
-        await self.shell.release()
+        if self.shell is not None:
+            await self.shell.release()
 
     async def talk(self, seconds: float) -> dict:
+        refusal = self._refusal()
+        if refusal is not None:
+            raise refusal
+        before = self.shell.last_turn
         await self.shell.press()
         await asyncio.sleep(seconds)
         await self.shell.release()
-        turn = await self.shell.wait_turn_end(self.config.realtime.answer_timeout_s + 120)
-        return turn.summary() if turn else {}
+        answer_s = self.config.realtime.answer_timeout_s
+        turn = await self.shell.wait_turn_end(answer_s + 120)
+        if turn is None or turn is before:
+            raise ControlError(
+                f"the turn failed: {self._refusal() or 'the press started no turn'}",
+                code=TURN_FAILED,
+            )
+        if turn.result != "answered":
+            why = (
+                {
+                    "timeout": f"no answer within {answer_s:g} s",
+                    "too_short": "the question was shorter than the shortest press",
+                    "cancelled": "it was cancelled (pressed again, or the box was stopped)",
+                }.get(turn.result)
+                or self.shell.counters.last_error
+                or turn.result
+            )
+            raise ControlError(f"the turn {turn.result}: {why}", TURN_FAILED, turn=turn.summary())
+        return turn.summary()
 
     def status(self) -> dict:
         shell, link = self.shell, self.link
+        if shell is None or link is None:
+            return {"state": "starting", "connected": False}
         counters = shell.counters
         age = link.session_age_s
         return {

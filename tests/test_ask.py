@@ -31,12 +31,14 @@ def config_file(tmp_path, server, extra=""):
     return path
 
 
-async def run_ask(tmp_path, server, *args, key=SECRET, extra_config=""):
+async def run_ask(tmp_path, server, *args, key=SECRET, extra_config="", path_env=None):
     config = config_file(tmp_path, server, extra_config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.pop("CREDENTIALS_DIRECTORY", None)
     if key:
         env["APPLIANCE_API_KEY"] = key
+    if path_env is not None:
+        env["PATH"] = path_env
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -169,7 +171,10 @@ async def test_bad_inputs_have_one_line_answers(server, tmp_path):
     assert code == 2 and "cannot read" in err and len(err.strip().splitlines()) == 1
     short = question_wav(tmp_path / "short.wav", seconds=0.05)
     code, _, err = await run_ask(tmp_path, server, short)
-    assert (code, err.strip()) == (2, "appliance ask: the question is shorter than 100 ms of audio")
+    assert (code, err.strip()) == (
+        2,
+        f"appliance ask: {short}: the question is shorter than 100 ms of audio (50 ms)",
+    )
     code, _, err = await run_ask(tmp_path, server, q, extra_config="  vioce: marina\n")
     assert code == 78
     assert err.strip().endswith("realtime.vioce: unknown key; did you mean realtime.voice?")

@@ -533,11 +533,35 @@ def test_require_api_key(tmp_path):
         config.require_api_key()
     assert str(info.value) == (
         "no API key: set $APPLIANCE_API_KEY, the systemd credential api-key, "
-        f"realtime.api_key_file or realtime.api_key (in {path})"
+        f"realtime.api_key_file, realtime.api_key (in {path}) or put it in {tmp_path / 'api-key'}"
     )
     assert info.value.exit_code == 78
     keyed = load_config(path, environ={"APPLIANCE_API_KEY": "k"})
     assert keyed.require_api_key() == ApiKey("k")
+
+
+def test_the_installed_key_beside_the_config_is_found_last(tmp_path):
+    """install.sh keeps the key in /etc/appliance/api-key beside config.yaml and gives it to
+    the service as a credential; `sudo appliance ask` and `check` have no credential."""
+    path = write(tmp_path, HEAD)
+    (tmp_path / "api-key").write_text("  installed-key\n")
+    rt = load_config(path, environ={}).realtime
+    assert (rt.api_key.reveal(), rt.api_key_source) == ("installed-key", str(tmp_path / "api-key"))
+    rt = load_config(path, environ={"APPLIANCE_API_KEY": "env"}).realtime
+    assert rt.api_key.reveal() == "env"
+
+
+def test_an_unreadable_installed_key_says_to_use_sudo(tmp_path):
+    path = write(tmp_path, HEAD)
+    (tmp_path / "api-key").mkdir()  # unreadable for root too
+    config = load_config(path, environ={})
+    assert config.realtime.api_key is None
+    with pytest.raises(ConfigError) as info:
+        config.require_api_key()
+    assert str(info.value) == (
+        f"no API key you can read: the installed key {tmp_path / 'api-key'} is root's; "
+        "run the command with sudo, or set $APPLIANCE_API_KEY"
+    )
 
 
 # --- secrets never show -----------------------------------------------------------------

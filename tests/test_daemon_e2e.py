@@ -164,7 +164,8 @@ async def test_a_dropped_link_fails_the_turn_audibly_then_the_next_is_answered(b
     )
     box.say(speech(0.5))
     first = await box.command("talk", seconds=0.5)
-    assert first["turn"]["result"] == "failed"
+    assert (first["ok"], first["code"], first["turn"]["result"]) == (False, "turn_failed", "failed")
+    assert first["error"].startswith("the turn failed: ")
     await box.wait_status(lambda s: s["connected"] and s["state"] == "idle", timeout=10)
     box.say(speech(0.5))
     second = await box.command("talk", seconds=0.5)

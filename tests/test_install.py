@@ -154,6 +154,10 @@ def test_first_install(installed):
     version = venv_appliance(tree, "--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"appliance {__version__}"
+    # `appliance` is on PATH: /usr/local/bin is on every PATH, sudo's secure_path included.
+    link = tree / "usr/local/bin/appliance"
+    assert os.readlink(link) == "/opt/appliance/venv/bin/appliance"
+    assert f"linked {link} to /opt/appliance/venv/bin/appliance" in out
     # No passwd in the tree: no user, and said so; no systemd: how to start it.
     assert "the user appliance is not created" in out
     assert "start it with: systemctl enable --now appliance" in out
@@ -227,6 +231,33 @@ def test_key_replaced_from_file_and_missing_key(installed):
     ]
 
 
+@pytest.mark.parametrize("content", [f"{KEY}\nsecond-line\n", f"api-key {KEY}\n"])
+def test_key_with_whitespace_inside_is_refused(installed, content):
+    tree = tree_copy(installed.tree, installed.base / f"tree-space-{len(content)}")
+    before = (tree / "etc/appliance/api-key").read_bytes()
+    bad = installed.base / f"spaced-key-{len(content)}"
+    bad.write_text(content)
+    result = install(installed.src, "--root", tree, "--api-key-file", bad, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"install.sh: --api-key-file {bad}: the key has whitespace inside it (more than one "
+        "line?); the file must hold the key alone"
+    ]
+    assert (tree / "etc/appliance/api-key").read_bytes() == before
+
+
+def test_a_link_that_is_not_ours_is_left_alone(installed):
+    tree = tree_copy(installed.tree, installed.base / "tree-foreign-link")
+    link = tree / "usr/local/bin/appliance"
+    link.unlink()
+    link.write_text("#!/bin/sh\necho someone else's\n")
+    result = install(installed.src, "--root", tree)
+    assert f"left {link} alone (not ours)" in result.stdout
+    assert link.read_text().startswith("#!/bin/sh")
+    install(installed.src, "--uninstall", "--root", tree)
+    assert link.read_text().startswith("#!/bin/sh")
+
+
 def test_key_asked_on_a_tty_without_echo(installed):
     tree = tree_copy(installed.tree, installed.base / "tree-tty")
     (tree / "etc/appliance/api-key").unlink()
@@ -274,6 +305,8 @@ def test_uninstall_keeps_config_and_purge_removes_it(installed):
     (tree / "var/lib/appliance").mkdir(parents=True)
 
     result = install(installed.src, "--uninstall", "--root", tree)
+    assert not (tree / "usr/local/bin/appliance").is_symlink()
+    assert f"removed {tree}/usr/local/bin/appliance" in result.stdout
     assert not (tree / "opt/appliance").exists()
     assert not (tree / "etc/systemd/system/appliance.service").exists()
     assert not (wants / "appliance.service").is_symlink()

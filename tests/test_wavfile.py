@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.audio import wavfile
-from appliance.audio.wavfile import WavError, WavInfo, read_for_realtime, read_wav, write_wav
+from appliance.audio.wavfile import WavError, WavInfo, read_wav, write_wav
 
 GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
@@ -394,52 +394,3 @@ def test_write_rejects_partial_samples(tmp_path, pcm, channels):
     with pytest.raises(ValueError):
         write_wav(tmp_path / "bad.wav", pcm, 24000, channels)
     assert os.listdir(tmp_path) == []
-
-
-# --- read_for_realtime --------------------------------------------------------------------
-
-
-def test_read_for_realtime_44k1_stereo_sine(tmp_path):
-    dur, freq, amp = 1.5, 440.0, 0.5
-    n = int(dur * 44100)
-    t = np.arange(n) / 44100
-    left = amp * 32767 * np.sin(2 * np.pi * freq * t)
-    stereo = np.rint(np.stack([left, left], axis=1)).astype("<i2")
-    path = tmp_path / "sine.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(stereo.tobytes())
-
-    pcm = read_for_realtime(path)
-    assert isinstance(pcm, bytes)
-    out = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    assert abs(len(out) - round(dur * 24000)) <= 3
-
-    steady = out[1200:-1200]  # away from the start/end transients
-    spectrum = np.abs(np.fft.rfft(steady * np.hanning(len(steady))))
-    peak = np.fft.rfftfreq(len(steady), 1 / 24000)[np.argmax(spectrum)]
-    assert abs(peak - freq) <= 1.0
-
-    level_db = 20 * np.log10(np.sqrt(np.mean(steady**2)) / (amp * 32767 / np.sqrt(2)))
-    assert abs(level_db) < 1.0
-
-
-def test_read_for_realtime_averages_channels_and_passes_24k_through(tmp_path):
-    stereo = np.array([[100, 300], [-5, -6], [32767, 32767]] * 100, dtype="<i2")
-    path = tmp_path / "s.wav"
-    write_wav(path, stereo.tobytes(), 24000, channels=2)
-    out = np.frombuffer(read_for_realtime(path), dtype="<i2")
-    np.testing.assert_array_equal(out, np.tile([200, -6, 32767], 100))
-
-
-def test_read_for_realtime_other_rate(tmp_path):
-    path = tmp_path / "m.wav"
-    write_wav(path, np.zeros(48000, dtype="<i2").tobytes(), 48000)
-    assert len(read_for_realtime(path, rate=16000)) == 2 * 16000
-
-
-def test_read_for_realtime_errors_are_wav_errors(tmp_path):
-    with pytest.raises(WavError, match="cannot read"):
-        read_for_realtime(tmp_path / "missing.wav")

@@ -3,20 +3,22 @@
 Python 3.11's ``wave`` module only reads plain integer PCM: it rejects WAVE_FORMAT_EXTENSIBLE
 (which most recorders and DAWs write for 24-bit or multi-channel audio) and 32-bit float WAVs.
 So this module parses the RIFF chunks itself and turns any common PCM or float WAV into int16,
-the format everything else in the appliance works in.
+the format everything else in the appliance works in. ``appliance ask`` reads its questions
+through libsndfile (:mod:`appliance.audio.sources`) and comes here only for the two WAVs
+libsndfile gets wrong: a streamed data size of 0 with audio after it, and data before fmt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-
-from appliance.audio.resample import resample_all, to_mono
 
 _PCM = 0x0001
 _FLOAT = 0x0003
@@ -48,15 +50,6 @@ class WavInfo:
     bits: int
     float: bool
     frames: int
-
-
-def _looks_like_chunk(data: bytes, pos: int) -> bool:
-    """True if a plausible chunk header (ASCII id, size within the file) starts at ``pos``."""
-    if pos + 8 > len(data):
-        return False
-    cid = data[pos : pos + 4]
-    size = struct.unpack_from("<I", data, pos + 4)[0]
-    return all(0x20 <= c < 0x7F for c in cid) and pos + 8 + size <= len(data)
 
 
 def _parse_fmt(path: object, body: bytes) -> tuple[int, int, int, int]:
@@ -100,37 +93,12 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, WavInfo]:
     WAVE_FORMAT_EXTENSIBLE. Unknown chunks are skipped. A data chunk whose size is unknown or
     larger than the file (as written by streaming recorders) is read to the end of the file.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise WavError(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise WavError(f"{path}: not a RIFF/WAVE file")
+    with open_riff_pcm(path) as pcm:
+        samples = pcm.read(pcm.info.frames)
+        return samples, dataclasses.replace(pcm.info, frames=len(samples))
 
-    fmt: tuple[int, int, int, int] | None = None
-    raw: bytes | None = None
-    pos = 12
-    while pos + 8 <= len(data) and (fmt is None or raw is None):
-        cid = data[pos : pos + 4]
-        size = struct.unpack_from("<I", data, pos + 4)[0]
-        start = pos + 8
-        if cid == b"fmt ":
-            fmt = _parse_fmt(path, data[start : start + size])
-        elif cid == b"data":
-            available = len(data) - start
-            if size > available or (
-                size in _UNKNOWN_SIZES and available and not _looks_like_chunk(data, start)
-            ):
-                size = available
-            raw = data[start : start + size]
-        pos = start + size + (size & 1)  # chunks are padded to an even length
-    if fmt is None:
-        raise WavError(f"{path}: no fmt chunk")
-    if raw is None:
-        raise WavError(f"{path}: no data chunk")
 
-    code, channels, rate, bits = fmt
+def _check_format(path: object, code: int, channels: int, rate: int, bits: int) -> None:
     if code not in (_PCM, _FLOAT):
         name = _FORMAT_NAMES.get(code, "unknown")
         raise WavError(f"{path}: unsupported WAV format 0x{code:04X} ({name}); need PCM or float")
@@ -142,18 +110,86 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, WavInfo]:
     if not _MIN_RATE <= rate <= _MAX_RATE:
         raise WavError(f"{path}: implausible sample rate {rate} Hz")
 
-    frame_bytes = channels * bits // 8
-    frames = len(raw) // frame_bytes  # drop a trailing partial frame
-    samples = _decode(raw[: frames * frame_bytes], code, bits).reshape(frames, channels)
-    info = WavInfo(rate=rate, channels=channels, bits=bits, float=code == _FLOAT, frames=frames)
-    return samples, info
+
+class RiffPcm:
+    """An open WAV's data chunk, read block by block as int16 ``(frames, channels)``."""
+
+    def __init__(self, f: BinaryIO, info: WavInfo, code: int, size: int) -> None:
+        self.info = info
+        self._f = f
+        self._code = code
+        self._left = size  # bytes of whole frames still to read
+
+    def read(self, frames: int) -> np.ndarray:
+        frame_bytes = self.info.channels * self.info.bits // 8
+        raw = self._f.read(min(self._left, frames * frame_bytes))
+        raw = raw[: len(raw) - len(raw) % frame_bytes]  # a truncated file ends mid-frame
+        self._left = len(raw) and self._left - len(raw)
+        samples = _decode(raw, self._code, self.info.bits)
+        return samples.reshape(-1, self.info.channels)
+
+    def __enter__(self) -> RiffPcm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
 
 
-def read_for_realtime(path: str | os.PathLike[str], rate: int = 24000) -> bytes:
-    """Any supported WAV -> mono int16 little-endian PCM at ``rate`` (the Realtime API's format)."""
-    samples, info = read_wav(path)
-    mono = resample_all(to_mono(samples), info.rate, rate)
-    return mono.astype("<i2").tobytes()
+def open_riff_pcm(path: str | os.PathLike[str]) -> RiffPcm:
+    """Open a PCM or float WAV for reading block by block; only the chunk headers are read.
+
+    The same rules as :func:`read_wav` (chunks in any order, a streamed or oversized data size
+    read to the end of the file), without holding the file in memory.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - RiffPcm closes it
+    except OSError as e:
+        raise WavError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        file_size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise WavError(f"{path}: not a RIFF/WAVE file")
+        fmt: tuple[int, int, int, int] | None = None
+        data: tuple[int, int] | None = None  # (offset, size)
+        pos = 12
+        while pos + 8 <= file_size and (fmt is None or data is None):
+            f.seek(pos)
+            cid, size = struct.unpack("<4sI", f.read(8))
+            start = pos + 8
+            if cid == b"fmt ":
+                fmt = _parse_fmt(path, f.read(min(size, 1024)))
+            elif cid == b"data":
+                available = file_size - start
+                if size > available or (
+                    size in _UNKNOWN_SIZES and available and not _chunk_follows(f, start, file_size)
+                ):
+                    size = available
+                data = (start, size)
+            pos = start + size + (size & 1)
+        if fmt is None:
+            raise WavError(f"{path}: no fmt chunk")
+        if data is None:
+            raise WavError(f"{path}: no data chunk")
+        code, channels, rate, bits = fmt
+        _check_format(path, code, channels, rate, bits)
+        frame_bytes = channels * bits // 8
+        frames = data[1] // frame_bytes
+        info = WavInfo(rate=rate, channels=channels, bits=bits, float=code == _FLOAT, frames=frames)
+        f.seek(data[0])
+        return RiffPcm(f, info, code, frames * frame_bytes)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _chunk_follows(f: BinaryIO, pos: int, file_size: int) -> bool:
+    f.seek(pos)
+    header = f.read(8)
+    if len(header) < 8:
+        return False
+    size = struct.unpack_from("<I", header, 4)[0]
+    return all(0x20 <= c < 0x7F for c in header[:4]) and pos + 8 + size <= file_size
 
 
 def write_wav(path: str | os.PathLike[str], pcm16: bytes, rate: int, channels: int = 1) -> None:

@@ -33,7 +33,14 @@ from appliance.config.schema import (
     show,
     unwrap_optional,
 )
-from appliance.config.secrets import ApiKey, KeySourceError, clean_key, os_reason, resolve_api_key
+from appliance.config.secrets import (
+    CREDENTIAL_NAME,
+    ApiKey,
+    KeySourceError,
+    clean_key,
+    os_reason,
+    resolve_api_key,
+)
 from appliance.protocol.providers import PROVIDERS
 
 # Looked for in this order when no --config is given.
@@ -61,8 +68,17 @@ def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     raise ConfigError(f"no configuration file: looked for {looked}; pass --config PATH")
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and build the configuration; resolve the API key (a missing key is fine)."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    resolve_key: bool = True,
+) -> Config:
+    """Read, validate and build the configuration; resolve the API key (a missing key is fine).
+
+    ``resolve_key=False`` leaves the key alone: the control commands need only the socket, and
+    must work for a user who cannot read the key file.
+    """
     environ = os.environ if environ is None else environ
     path = Path(path)
     name = str(path)
@@ -86,10 +102,18 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         return f"{name}:{lines.get(key, 1)}"
 
     check_provider(config, where, given=lines.__contains__)
+    if not resolve_key:
+        return dataclasses.replace(
+            config, realtime=dataclasses.replace(rt, api_key=None), path=path
+        )
     key_file = None if rt.api_key_file is None else _beside(path, rt.api_key_file)
     try:
         key, source = resolve_api_key(
-            environ, key_file=key_file, inline=rt.api_key, inline_source=where("realtime.api_key")
+            environ,
+            key_file=key_file,
+            inline=rt.api_key,
+            inline_source=where("realtime.api_key"),
+            installed=path.parent / CREDENTIAL_NAME,
         )
     except KeySourceError as e:
         if e.origin in ("api_key_file", "api_key"):

@@ -503,9 +503,13 @@ class GpioConfig:
 class ControlConfig:
     """The local control socket (appliance press/release/talk/status)."""
 
-    socket: str = field(
-        default="/run/appliance/control.sock",
-        metadata=meta(doc="Path of the Unix socket (mode 0660).", check=_path),
+    socket: str | None = field(
+        default=None,
+        metadata=meta(
+            doc="Path of the Unix socket (mode 0660); unset: /run/appliance/control.sock for "
+            "the service, $XDG_RUNTIME_DIR/appliance/control.sock for a user.",
+            check=_path,
+        ),
     )
 
 
@@ -736,8 +740,15 @@ class Config:
     def require_api_key(self) -> ApiKey:
         """The API key, or ConfigError saying how to give one."""
         if self.realtime.api_key is None:
+            unreadable = self.realtime.api_key_source.removeprefix("unreadable ")
+            if unreadable != self.realtime.api_key_source:
+                raise ConfigError(
+                    f"no API key you can read: the installed key {unreadable} is root's; "
+                    f"run the command with sudo, or set ${ENV_VAR}"
+                )
             raise ConfigError(
                 f"no API key: set ${ENV_VAR}, the systemd credential api-key, "
-                f"realtime.api_key_file or realtime.api_key (in {self.path})"
+                f"realtime.api_key_file, realtime.api_key (in {self.path}) "
+                f"or put it in {self.path.parent / 'api-key'}"
             )
         return self.realtime.api_key

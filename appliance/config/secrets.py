@@ -6,7 +6,11 @@ The key is looked for, first found wins, in
 2. ``$CREDENTIALS_DIRECTORY/api-key``: the systemd credential (``LoadCredential=api-key:...``);
    an empty credential counts as "not given",
 3. the file named by ``realtime.api_key_file``: unreadable or empty is an error,
-4. ``realtime.api_key`` in the configuration file.
+4. ``realtime.api_key`` in the configuration file,
+5. the file ``api-key`` beside the configuration file: where ``install.sh`` keeps it
+   (``/etc/appliance/api-key``, root's alone), so ``sudo appliance ask`` and ``sudo appliance
+   check`` find the key the service uses. One the caller may not read is skipped (the error
+   then says whose it is).
 
 Leading and trailing whitespace (the newline of a key file) is dropped; whitespace inside a
 key is an error. No message produced here ever contains a key.
@@ -123,8 +127,12 @@ def resolve_api_key(
     key_file: Path | None,
     inline: ApiKey | None,
     inline_source: str,
+    installed: Path | None = None,
 ) -> tuple[ApiKey | None, str]:
-    """The key and a description of where it came from, or ``(None, "")``."""
+    """The key and a description of where it came from, or ``(None, "")``.
+
+    Without a key, ``"unreadable PATH"`` when the installed key file is there but not readable.
+    """
     try:
         value = clean_key(environ.get(ENV_VAR, ""))
     except ValueError as e:
@@ -147,4 +155,14 @@ def resolve_api_key(
 
     if inline is not None:
         return inline, inline_source
+
+    if installed is not None:
+        try:
+            value = _read_key(installed, "installed", f"{installed}: ")
+        except KeySourceError:
+            if os.path.exists(installed):
+                return None, f"unreadable {installed}"
+            return None, ""
+        if value:
+            return ApiKey(value), os.fspath(installed)
     return None, ""

@@ -2,26 +2,40 @@
 
 These commands are what a person types over SSH and what Home Assistant and the black-box
 tests run, so each prints one short line (status: a few) and exits 0, or prints one
-``appliance: <reason>`` line to stderr and exits 1. ``--socket PATH`` reaches a daemon
-without reading the configuration.
+``appliance: <reason>`` line to stderr and exits non-zero: 1 the appliance cannot be reached,
+3 not connected, 4 no microphone or speaker, 5 the turn failed (talk), 77 the key was refused.
+``--socket PATH`` reaches a daemon without reading the configuration.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
+import socket
 import sys
+import time
 from typing import Any
 
-from appliance.control import protocol
+from appliance.control import paths, protocol
 from appliance.control.protocol import ControlError
 
 TIMEOUT_S = 5.0  # press, release, status: the daemon answers at once
 TALK_MARGIN_S = 30.0  # talk: the held seconds plus the answer's time
 _REPLY_LIMIT = 1 << 20  # a status dict is small; a megabyte is no legitimate reply
+
+# Exit codes of press, release, talk and status (the README's table).
+EXIT_FAILED = 1  # the appliance is not running, cannot be reached, or answered an error
+EXIT_OFFLINE = 3  # not connected to the Realtime API (or still starting): nothing happened
+EXIT_NO_AUDIO = 4  # no microphone or speaker: nothing happened
+EXIT_TURN_FAILED = 5  # talk: the turn failed, timed out or was cancelled
+EXIT_KEY_REFUSED = 77  # the API key was refused: nothing happened
+EXIT_CODES = {
+    protocol.OFFLINE: EXIT_OFFLINE,
+    protocol.NO_AUDIO: EXIT_NO_AUDIO,
+    protocol.TURN_FAILED: EXIT_TURN_FAILED,
+    protocol.KEY_REFUSED: EXIT_KEY_REFUSED,
+}
 
 
 async def request(
@@ -29,99 +43,160 @@ async def request(
     payload: dict[str, Any],
     timeout: float = TIMEOUT_S,  # noqa: ASYNC109 - one call, one deadline, for every caller
 ) -> dict[str, Any]:
-    """Send one request, return the reply (``ok`` true or false); ControlError if no reply."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await _exchange(path, payload)
-    except TimeoutError:
-        raise ControlError(
-            f"no answer from the appliance within {timeout:g} s (control socket {path})"
-        ) from None
+    """:func:`send` for code in an event loop (tests, the bench), in a worker thread."""
+    import asyncio  # here: the commands themselves never start an event loop
 
-
-async def _exchange(path: str | os.PathLike[str], payload: dict[str, Any]) -> dict[str, Any]:
-    try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=_REPLY_LIMIT)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(f"the appliance is not running (no control socket at {path})") from None
-    except PermissionError:
-        raise ControlError(
-            f"permission denied on control socket {path} (is your user in the appliance group?)"
-        ) from None
-    except OSError as exc:
-        raise ControlError(f"cannot connect to control socket {path}: {exc.strerror}") from None
-    try:
-        writer.write(protocol.encode(payload))
-        await writer.drain()
-        line = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise ControlError("the appliance closed the connection without answering") from None
-        line = exc.partial
-    except asyncio.LimitOverrunError:
-        raise ControlError("the appliance sent an unreadable reply (too long)") from None
-    except ConnectionError:
-        raise ControlError("the appliance closed the connection without answering") from None
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    return protocol.decode_reply(line)
+    return await asyncio.to_thread(send, path, payload, timeout)
 
 
 def send(
     path: str | os.PathLike[str], payload: dict[str, Any], timeout: float = TIMEOUT_S
 ) -> dict[str, Any]:
-    """:func:`request` for code without an event loop (the CLI commands)."""
-    return asyncio.run(request(path, payload, timeout))
+    """Send one request, return the reply (``ok`` true or false); ControlError if no reply.
+
+    Plain blocking sockets: the commands import neither asyncio nor anything heavy.
+    """
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(
+                f"the appliance is not running (no control socket at {path})"
+            ) from None
+        except PermissionError:
+            raise ControlError(
+                f"permission denied on control socket {path} (is your user in the appliance group?)"
+            ) from None
+        except TimeoutError:
+            raise _no_answer(path, timeout) from None
+        except OSError as exc:
+            raise ControlError(
+                f"cannot connect to control socket {path}: {exc.strerror or exc}"
+            ) from None
+        line = _exchange(sock, protocol.encode(payload), deadline, path, timeout)
+    finally:
+        sock.close()
+    return protocol.decode_reply(line)
+
+
+def _no_answer(path: object, timeout: float) -> ControlError:
+    return ControlError(
+        f"no answer from the appliance within {timeout:g} s (control socket {path})"
+    )
+
+
+def _exchange(
+    sock: socket.socket, data: bytes, deadline: float, path: object, timeout: float
+) -> bytes:
+    closed = ControlError("the appliance closed the connection without answering")
+    received = b""
+    try:
+        sock.sendall(data)
+        while b"\n" not in received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _no_answer(path, timeout)
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            if len(received) > _REPLY_LIMIT:
+                raise ControlError("the appliance sent an unreadable reply (too long)")
+    except TimeoutError:
+        raise _no_answer(path, timeout) from None
+    except (ConnectionError, OSError):
+        raise closed from None
+    if not received:
+        raise closed
+    return received.split(b"\n", 1)[0]
 
 
 # --- the CLI commands -----------------------------------------------------------------------
 
 
-def socket_path(args: argparse.Namespace) -> str:
-    """``--socket`` if given, else ``control.socket`` of the configuration (``--config``)."""
-    if getattr(args, "socket", None):
-        return args.socket
-    # Imported here: a plain `--socket` run needs no YAML parsing at all.
-    from appliance.config import find_config_path, load_config
+def socket_paths(args: argparse.Namespace) -> list[str]:
+    """``--socket``, else ``control.socket`` of the configuration, else the default places.
 
-    return load_config(find_config_path(getattr(args, "config", None))).control.socket
+    The key is not read: a user who may not read it may still ask for the status. A plain
+    config.yaml is scanned here; anything less plain goes through the real loader.
+    """
+    if getattr(args, "socket", None):
+        return [args.socket]
+    explicit = getattr(args, "config", None)
+    configured: str | object | None = paths.UNSURE
+    found = explicit or next((c for c in paths.CONFIG_CANDIDATES if os.path.exists(c)), None)
+    if found is not None:
+        try:
+            with open(found, encoding="utf-8") as f:
+                configured = paths.configured_socket(f.read())
+        except (OSError, ValueError):
+            configured = paths.UNSURE  # the loader says what is wrong, with the file's name
+    elif explicit is None:
+        configured = None  # no config.yaml here: the daemon's default places
+    if configured is paths.UNSURE:
+        from appliance.config import find_config_path, load_config
+
+        configured = load_config(find_config_path(explicit), resolve_key=False).control.socket
+    if configured:
+        return [str(configured)]
+    return paths.client_sockets()
+
+
+def _send_first(candidates: list[str], payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send to the first candidate with a socket file (the last one when none has)."""
+    for path in candidates[:-1]:
+        if os.path.exists(path):
+            return send(path, payload, timeout)
+    if len(candidates) > 1 and not os.path.exists(candidates[-1]):
+        raise ControlError(
+            "the appliance is not running (no control socket at " + " or ".join(candidates) + ")"
+        )
+    return send(candidates[-1], payload, timeout)
 
 
 def _call(
     args: argparse.Namespace, payload: dict[str, Any], timeout: float
-) -> dict[str, Any] | None:
-    """The ``ok`` reply, or None after printing the one-line reason to stderr."""
+) -> tuple[dict[str, Any] | None, int]:
+    """The ``ok`` reply and 0, or None and the exit code after printing the reason to stderr."""
     try:
-        reply = send(socket_path(args), payload, timeout)
+        reply = _send_first(socket_paths(args), payload, timeout)
     except ControlError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
-        return None
+        return None, EXIT_FAILED
     if not reply["ok"]:
+        if getattr(args, "json", False) and "turn" in reply:  # talk --json: the failed turn too
+            print(json.dumps(reply["turn"], ensure_ascii=False))
         print(f"appliance: {reply['error']}", file=sys.stderr)
-        return None
-    return reply
+        return None, EXIT_CODES.get(reply.get("code"), EXIT_FAILED)
+    return reply, 0
 
 
 def cmd_press(args: argparse.Namespace) -> int:
-    if _call(args, {"cmd": "press"}, TIMEOUT_S) is None:
-        return 1
+    reply, code = _call(args, {"cmd": "press"}, TIMEOUT_S)
+    if reply is None:
+        return code
     print("pressed")
     return 0
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    if _call(args, {"cmd": "release"}, TIMEOUT_S) is None:
-        return 1
+    reply, code = _call(args, {"cmd": "release"}, TIMEOUT_S)
+    if reply is None:
+        return code
     print("released")
     return 0
 
 
 def cmd_talk(args: argparse.Namespace) -> int:
-    reply = _call(args, {"cmd": "talk", "seconds": args.seconds}, args.seconds + TALK_MARGIN_S)
+    reply, code = _call(
+        args, {"cmd": "talk", "seconds": args.seconds}, args.seconds + TALK_MARGIN_S
+    )
     if reply is None:
-        return 1
+        return code
     turn = reply.get("turn")
     if args.json:
         print(json.dumps(turn, ensure_ascii=False))
@@ -133,9 +208,9 @@ def cmd_talk(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    reply = _call(args, {"cmd": "status"}, TIMEOUT_S)
+    reply, code = _call(args, {"cmd": "status"}, TIMEOUT_S)
     if reply is None:
-        return 1
+        return code
     status = reply.get("status")
     if args.json:
         print(json.dumps(status, ensure_ascii=False))
@@ -191,7 +266,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     connect.add_argument(
         "--socket",
         metavar="PATH",
-        help="the control socket (default: control.socket of the configuration)",
+        help="the control socket (default: control.socket of the configuration, else "
+        "$XDG_RUNTIME_DIR/appliance/control.sock, then /run/appliance/control.sock)",
     )
     parents = [common, connect]
 

@@ -8,6 +8,7 @@ per request::
     {"cmd": "talk", "seconds": 2.5}     -> {"ok": true, "turn": {...}}
     {"cmd": "status"}                   -> {"ok": true, "status": {...}}
     anything wrong                      -> {"ok": false, "error": "<one line>"}
+    a command that did nothing          -> {"ok": false, "error": "...", "code": "offline"}
 
 Keys a request does not need are ignored, so a newer client can add one without breaking an
 older daemon. Parsing never raises: whatever bytes arrive, the server gets either a
@@ -17,8 +18,7 @@ older daemon. Parsing never raises: whatever bytes arrive, the server gets eithe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 COMMANDS = ("press", "release", "talk", "status")
 MAX_LINE = 4096  # bytes of one request line, newline excluded
@@ -28,15 +28,27 @@ _SECONDS_RULE = f"a number from {SECONDS_MIN:g} to {SECONDS_MAX:g}"
 _ERROR_MAX = 300  # characters of an error message; a reply stays one short line
 
 
+# Why a command did nothing, for the client's exit code (the ``code`` of an error reply).
+OFFLINE = "offline"  # not connected to the Realtime API (or still starting)
+NO_AUDIO = "no_audio"  # no microphone or no speaker
+KEY_REFUSED = "key_refused"  # the API key was refused
+TURN_FAILED = "turn_failed"  # talk: the turn failed, timed out or was cancelled
+
+
 class ControlError(Exception):
-    """A control socket problem for the user; ``str(e)`` is one line, never a traceback."""
+    """A control socket problem for the user; ``str(e)`` is one line, never a traceback.
 
-    def __init__(self, message: str) -> None:
+    ``code`` (one of the constants above) and ``fields`` (``turn=...``) travel in the error
+    reply.
+    """
+
+    def __init__(self, message: str, code: str | None = None, **fields: Any) -> None:
         super().__init__(one_line(message))
+        self.code = code
+        self.fields = fields
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):  # not a dataclass: the commands must not import dataclasses
     """A valid request. ``seconds`` is set for ``talk`` only."""
 
     cmd: str
@@ -107,9 +119,12 @@ def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
-def error(message: str) -> dict[str, Any]:
+def error(message: str, code: str | None = None, **fields: Any) -> dict[str, Any]:
     """A failure reply; the message is folded to one line."""
-    return {"ok": False, "error": one_line(message)}
+    reply = {"ok": False, "error": one_line(message), **fields}
+    if code is not None:
+        reply["code"] = code
+    return reply
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -219,7 +219,7 @@ class ControlServer:
         try:
             return await self._dispatch(request)
         except ControlError as exc:
-            return protocol.error(str(exc))
+            return protocol.error(str(exc), exc.code, **exc.fields)
         except Exception as exc:
             self._throttle.log(
                 log,
