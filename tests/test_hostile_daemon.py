@@ -229,3 +229,19 @@ async def test_a_second_instance_exits_before_opening_the_audio(box, server):
     assert len(server.connections) == connections  # nor did it open a session
     status = await box.status()  # the first one is untouched
     assert status["connected"] and status["audio"]["capture"]["state"] == "running"
+
+
+# ---- 5. the daemon answers status while its control slots are taken ------------------------
+
+
+async def test_the_daemon_answers_status_within_a_second_with_every_slot_taken(box):
+    conns = [await asyncio.open_unix_connection(box.socket) for _ in range(16)]
+    for _, writer in conns[::2]:  # half ask and never read; half say nothing at all
+        writer.write(b'{"cmd": "status"}\n' * 300)
+    await asyncio.sleep(1.0)
+    for _ in range(3):
+        started = time.monotonic()
+        reply = await request(box.socket, {"cmd": "status"}, timeout=1.0)
+        assert reply["ok"] and time.monotonic() - started < 1.0, reply
+    for _, writer in conns:
+        writer.close()

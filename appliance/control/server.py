@@ -197,6 +197,8 @@ class ControlServer:
             await self._serve(reader, writer, client)
         except asyncio.CancelledError:
             pass  # close(): the connection ends below
+        except ConnectionError as exc:  # the peer reset or left: nothing to debug
+            log.debug("control: connection ended: %s", _reason(exc))
         except Exception as exc:  # a broken peer; never an unhandled task exception
             log.debug("control: connection ended: %s", _reason(exc), exc_info=True)
         finally:
