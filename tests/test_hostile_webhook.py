@@ -282,3 +282,14 @@ def test_a_linear_pattern_loads(tmp_path):
     path.write_text(CONFIG.format(pattern="^(a+)+$"), encoding="utf-8")
     (hook,) = load_config(path, environ={}).tools.webhooks
     assert hook.parameters["properties"]["name"]["pattern"] == "^(a+)+$"
+
+
+async def test_arguments_nested_past_pythons_limit_are_an_error_output(hostile, client):
+    from appliance.protocol.server_events import FunctionCall
+    from appliance.realtime.tools import ToolRegistry
+
+    registry = ToolRegistry([make(f"{hostile.base}/echo", client)])
+    deep = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    output = await registry.call(FunctionCall(call_id="c1", name="hook", arguments=deep))
+    assert json.loads(output) == {"error": "arguments are not valid JSON"}
+    assert hostile.hits == []
