@@ -4,7 +4,12 @@ Start-up order: logging, the audio streams (they retry in the background if a de
 missing), the Realtime link (it retries too), the panel, the control socket; then ``READY=1``.
 SIGTERM stops everything within a few seconds (``STOPPING=1``, LED off, exit 0); SIGHUP
 reloads config.yaml, keeping the session when the ``realtime`` and ``tools`` keys did not change
-(tools are declared in ``session.update``: new tools need a new session).
+(tools are declared in ``session.update``: new tools need a new session). Reloads run one at a
+time (a SIGHUP during one queues one more), and a new ``control.socket`` moves the socket.
+
+Before anything is opened the process is made non-dumpable (a core file would hold the key)
+and claims its instance (:mod:`appliance.service.process`): a second ``appliance run`` on the
+same control socket exits 1 with one line, without touching the audio devices.
 
 The :class:`Appliance` is also the tools' :class:`~appliance.tools.ToolHost`: the volume (a
 volume set by voice is kept in ``tools.state_file`` and wins over ``audio.volume`` at start),
@@ -45,6 +50,7 @@ from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.realtime.trace import TraceWriter, open_service_trace
 from appliance.service.journal import TranscriptLog
 from appliance.service.notify import ServiceNotifier
+from appliance.service.process import InstanceLock, claim_instance, dumpable, make_undumpable
 from appliance.tools import build_registry, webhook
 from appliance.tools.state import state_file
 from appliance.turns import TurnShell
@@ -116,6 +122,11 @@ class Appliance:
         self.panel: Any = None
         self.shell: TurnShell | None = None
         self.control: ControlServer | None = None
+        self._instance: InstanceLock | None = None
+        self._link_pump: asyncio.Task | None = None
+        self._link_waiting = False  # the link pump waits for an event (safe to cancel)
+        self._reload_lock = asyncio.Lock()
+        self._reload_queued = False
 
     # ---- building the parts ------------------------------------------------------------
 
@@ -211,13 +222,17 @@ class Appliance:
     # ---- running -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        # The socket first: a path this user cannot use is a configuration problem, found
-        # before the sound devices are opened, and said in one line (ConfigError, exit 78).
-        self.control = await self._open_control()
+        make_undumpable()
+        # Before any device is opened: a socket path this user cannot use is a configuration
+        # problem said in one line (ConfigError, exit 78), and a second instance must not take
+        # the microphone (found by the lock beside the socket: exit 1).
+        path = self._control_path()
+        self._instance = claim_instance(path)
+        self.control = await self._open_control(path)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self._start()
             self.notifier.ready(self._status_line())
@@ -229,6 +244,7 @@ class Appliance:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            self._instance.release()
         return 0
 
     async def _start(self) -> None:
@@ -259,16 +275,24 @@ class Appliance:
         for where, error in self._audio_failed.items():
             self.shell.post(sm.AudioLost(f"{where}: {error}"))
         self.link.start()
-        self._spawn(self._pump_link(self.link))
+        self._link_pump = self._spawn(self._pump_link(self.link))
         self._spawn(self._pump_mic(self.capture))
         self._spawn(self.notifier.run_watchdog())
 
-    async def _open_control(self) -> ControlServer:
+    def _control_path(self) -> Path:
+        """``control.socket``, or the default for this user (its directory made private)."""
         configured = self.config.control.socket
         path = Path(configured or paths.server_socket())
         try:
             if not configured and str(path) == paths.user_socket():
                 paths.prepare_private_dir(path)  # a user's own: mode 0700
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"control.socket: {path.parent}: {reason}") from None
+        return path
+
+    async def _open_control(self, path: Path) -> ControlServer:
+        try:
             control = ControlServer(path, self)
             await control.start()
         except ControlError as exc:
@@ -291,7 +315,12 @@ class Appliance:
             log.error("internal task failed: %r", task.exception(), exc_info=task.exception())
 
     async def _pump_link(self, link: SessionSupervisor) -> None:
-        async for event in link.events():
+        while link is self.link:
+            self._link_waiting = True  # a reload cancels the pump only here, between events
+            try:
+                event = await link.next_event()
+            finally:
+                self._link_waiting = False
             if link is not self.link:
                 return  # replaced by a reload
             if isinstance(event, Disconnected | AuthRejected | SetupRejected):
@@ -356,6 +385,41 @@ class Appliance:
 
     # ---- SIGHUP ------------------------------------------------------------------------
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload now, or once the running reload is done (never two at a time: they
+        would swap links under each other). SIGHUPs during a wait make one more reload."""
+        if self._reload_queued:
+            return
+        self._reload_queued = True
+        self._spawn(self._reload_in_turn())
+
+    async def _reload_in_turn(self) -> None:
+        async with self._reload_lock:
+            self._reload_queued = False
+            await self.reload()
+
+    def _replace_link_pump(self) -> None:
+        """The old link's pump waits forever on a link that says nothing more: end it."""
+        old = self._link_pump
+        if old is not None and not old.done() and self._link_waiting:
+            old.cancel()  # else it is handling an event and returns after it
+        self._link_pump = self._spawn(self._pump_link(self.link))
+
+    async def _move_control_socket(self, old: Config, new: Config) -> None:
+        """A new ``control.socket``: listen there, then close the old one (kept on failure)."""
+        where = Path(new.control.socket or paths.server_socket())
+        moved = ControlServer(where, self)
+        try:
+            await moved.start()
+        except (ControlError, OSError) as exc:
+            log.error("reload: control.socket stays at %s: %s", self.control.path, exc)
+            self.config = dataclasses.replace(self.config, control=old.control)
+            return
+        previous, self.control = self.control, moved
+        if previous is not None:
+            await previous.close()
+        log.info("reload: the control socket moved to %s", where)
+
     async def reload(self) -> None:
         """Re-read config.yaml; keep what did not change (above all, the session)."""
         self.notifier.reloading()
@@ -384,10 +448,10 @@ class Appliance:
             log.info("reload: the %s settings changed; opening a new session", what)
             old_link, self.link = self.link, self._new_link()
             self.shell.link = self.link
+            self._replace_link_pump()
             await old_link.close()
             self.link.start()
             await self.shell.handle(sm.SessionDown("reconfigured"))
-            self._spawn(self._pump_link(self.link))
         if new.audio != old.audio:
             if _only_volume_changed(old, new):
                 self.playback.volume = new.audio.volume
@@ -407,6 +471,8 @@ class Appliance:
             self.panel = self._open_panel()
             self.shell.panel = self.panel
             self.panel.show(self.shell.machine.state)
+        if new.control.socket != old.control.socket:
+            await self._move_control_socket(old, new)
         self.shell.machine.rules = self._rules()
         self.transcripts.enabled = new.logging.transcripts
         logging.getLogger().setLevel(new.logging.level.upper())
@@ -516,6 +582,9 @@ class Appliance:
             },
             "errors": counters.errors,
             "last_error": counters.last_error or link.last_error,
+            # The process: for `appliance status` and the soak bench (no task growth).
+            "tasks": len(asyncio.all_tasks()),
+            "dumpable": dumpable(),
         }
 
 

@@ -197,8 +197,9 @@ class TurnShell:
         match event:
             case Connected():
                 await self.handle(sm.SessionUp())
-            case Disconnected(reason=reason):
-                self._note_error(f"offline: {reason}")
+            case Disconnected(reason=reason, between_turns=between_turns):
+                if not between_turns:  # a server's session limit is no error
+                    self._note_error(f"offline: {reason}")
                 await self.handle(sm.SessionDown(reason))
             case AuthRejected(reason=reason) | SetupRejected(reason=reason):
                 self._note_error(reason)

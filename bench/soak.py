@@ -325,6 +325,7 @@ async def soak(args) -> dict:
             await run.turn("warm-up")
             await run.settle()
             first = proc_figures(pid)
+            first_tasks = (await box.status())["tasks"]
             await run.run()
             await run.settle()
             await asyncio.sleep(1.0)
@@ -344,6 +345,8 @@ async def soak(args) -> dict:
         "fds_end": last["fds"],
         "threads_start": first["threads"],
         "threads_end": last["threads"],
+        "tasks_start": first_tasks,
+        "tasks_end": final["tasks"],
         "max_log_lines_per_fault": run.worst_fault[0],
         "worst_fault": run.worst_fault[1],
         "log_lines_per_fault": run.fault_log_lines,
@@ -388,7 +391,8 @@ def main() -> None:
         print(f"RSS: {r['rss_mb_start']} -> {r['rss_mb_end']} MB (growth at most 2 MB)")
         print(
             f"fds: {r['fds_start']} -> {r['fds_end']}; threads: "
-            f"{r['threads_start']} -> {r['threads_end']} (no growth)"
+            f"{r['threads_start']} -> {r['threads_end']}; asyncio tasks: "
+            f"{r['tasks_start']} -> {r['tasks_end']} (no growth)"
         )
         print(
             f"log lines per fault: max {r['max_log_lines_per_fault']} ({r['worst_fault']}); "

@@ -290,10 +290,12 @@ async def test_idle_client_is_dropped(sock):
         await conn.close()
 
 
-async def test_seventeenth_client_is_refused_at_once(sock, handler):
+async def test_seventeenth_client_is_refused_at_once_when_all_run_a_command(sock, handler):
+    handler.gate = asyncio.Event()  # every talk waits: all 16 slots run a command
     conns = [await Conn.open(sock) for _ in range(16)]
-    for conn in conns:  # each is being served
-        assert (await conn.ask({"cmd": "status"}))["ok"]
+    for conn in conns:
+        await conn.send({"cmd": "talk", "seconds": 1})
+    await until(lambda: len(handler.calls) == 16)
     extra = await Conn.open(sock)
     assert await extra.reply(timeout=1.0) == {
         "ok": False,
@@ -301,7 +303,10 @@ async def test_seventeenth_client_is_refused_at_once(sock, handler):
     }
     assert await extra.at_eof()
     await extra.close()
-    assert await conns[0].ask({"cmd": "press"}) == {"ok": True}  # the 16 are unaffected
+    handler.gate.set()
+    for conn in conns:  # the 16 are unaffected
+        assert (await conn.reply())["ok"]
+    assert await conns[0].ask({"cmd": "press"}) == {"ok": True}
     await conns.pop().close()
     # A slot frees once the server sees the hang-up.
     async with asyncio.timeout(3):

@@ -6,6 +6,12 @@ key is looked up among the fields of its section, each value converted by the fi
 hint and checked against its metadata. The walk is generic: a new section is a new
 dataclass and a field on Config, nothing here. Every problem is one ConfigError line,
 ``<file>:<line>: <dotted.key>: <message>``; a secret value is never part of a message.
+
+Hostile files are refused before anything is built from them (issue 13): nesting deeper than
+:data:`MAX_DEPTH` (Python's recursion would end in a RecursionError), aliases that refer to
+themselves or that expand past :data:`MAX_EXPANDED_NODES` values (a "billion laughs" under a
+webhook's ``parameters`` would be expanded when the session opens), and files larger than
+:data:`MAX_FILE_BYTES` (``--config /dev/zero``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.events import AliasEvent, CollectionStartEvent
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from appliance.config.schema import (
     FOLDER_HINT,
@@ -39,6 +46,7 @@ from appliance.config.secrets import (
     KeySourceError,
     clean_key,
     os_reason,
+    read_capped,
     resolve_api_key,
 )
 from appliance.protocol.providers import PROVIDERS
@@ -54,6 +62,94 @@ _EXPECTED = {
     ApiKey: "a string",
 }
 _NULL_TAG = "tag:yaml.org,2002:null"
+
+MAX_FILE_BYTES = 1024 * 1024  # a config file is a few KB
+MAX_DEPTH = 64  # nested mappings and lists; the deepest real schema is a handful
+MAX_EXPANDED_NODES = 10_000  # values once every alias is expanded; a full config has ~300
+
+
+class _Refused(Exception):
+    """A hostile structure, found while composing: ``line`` and the message."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses deep nesting as it composes and notes each alias's
+    line (the composer resolves an alias to its anchor's node and forgets where it was)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.alias_lines: dict[int, int] = {}  # id(anchored node) -> line of its first alias
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        if self.check_event(AliasEvent):
+            line = self.peek_event().start_mark.line + 1
+            node = super().compose_node(parent, index)
+            self.alias_lines.setdefault(id(node), line)
+            return node
+        if not self.check_event(CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise _Refused(line, f"nested deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_aliases(root: Node, alias_lines: dict[int, int]) -> None:
+    """Refuse an alias inside its own anchor, and aliases that expand too far: the size of
+    the expanded tree is counted on the shared nodes, without expanding it."""
+    if not alias_lines:
+        return
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    # Iterative post-order walk: the tree may be as deep as MAX_DEPTH, aliases deeper still.
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[key] = total
+            if total > MAX_EXPANDED_NODES:
+                line = min(alias_lines.values())
+                raise _Refused(
+                    line,
+                    f"YAML aliases expand to more than {MAX_EXPANDED_NODES} values; "
+                    "write the values out instead",
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            line = alias_lines.get(key, _line(node))
+            raise _Refused(line, "a YAML alias refers to its own anchor (a loop)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise _Refused(
+                    alias_lines.get(id(child), _line(child)),
+                    "a YAML alias refers to its own anchor (a loop)",
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, CollectionNode):
+        return list(node.value)
+    return []
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -83,9 +179,11 @@ def load_config(
     path = Path(path)
     name = str(path)
     try:
-        data = path.read_bytes()
+        data = read_capped(path, MAX_FILE_BYTES)
     except OSError as e:
         raise ConfigError(f"{name}: cannot read: {os_reason(e)}") from None
+    except ValueError as e:  # too large, or not a regular file
+        raise ConfigError(f"{name}: cannot read: {e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -185,8 +283,16 @@ def _beside(config_path: Path, value: str) -> Path:
 
 def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:
     """Build ``cls`` from YAML text; also return the line of every dotted key that was given."""
+    loader: _BoundedLoader | None = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _BoundedLoader(text)  # the reader checks the characters here already
+        root = loader.get_single_node()
+        if root is not None:
+            _check_aliases(root, loader.alias_lines)
+    except _Refused as e:
+        raise ConfigError(f"{name}:{e.line}: {e}") from None
+    except RecursionError:  # pragma: no cover - MAX_DEPTH is far below Python's limit
+        raise ConfigError(f"{name}: nested too deeply") from None
     except yaml.MarkedYAMLError as e:
         # Only the problem and its line: PyYAML's snippet could show a secret.
         mark = e.problem_mark or e.context_mark
@@ -199,6 +305,9 @@ def parse(cls: type, text: str, name: str) -> tuple[Any, dict[str, int]]:
         raise ConfigError(f"{name}:{line}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{name}: YAML error: {type(e).__name__}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     walker = _Walker(name, cls)
     if root is None or _is_null(root):
         return walker.section(cls, None, "", 1), walker.lines
@@ -223,6 +332,12 @@ def _default_section(field: dataclasses.Field[Any], base: Any) -> Any:
 
 def _line(node: Node) -> int:
     return node.start_mark.line + 1
+
+
+def protocol_line(text: str) -> str:
+    """The first line of a library's message, cut short: errors are one line."""
+    first = text.strip().splitlines()[0] if text.strip() else "invalid"
+    return first if len(first) <= 200 else first[:200] + "..."
 
 
 def _is_null(node: Node) -> bool:
@@ -324,8 +439,11 @@ class _Walker:
                 raise self.error(line, dotted, f"expected a mapping (got {self.describe(node)})")
             try:
                 value = self.constructor.construct_object(node, deep=True)
+            except yaml.MarkedYAMLError as exc:  # its str() has a snippet of the file
+                raise self.error(line, dotted, f"unreadable mapping: {exc.problem}") from None
             except (yaml.YAMLError, ValueError, TypeError) as exc:
-                raise self.error(line, dotted, f"unreadable mapping: {exc}") from None
+                message = protocol_line(str(exc))
+                raise self.error(line, dotted, f"unreadable mapping: {message}") from None
         elif typing.get_origin(tp) is tuple:
             item_tp = typing.get_args(tp)[0]
             if not isinstance(node, SequenceNode):

@@ -553,7 +553,9 @@ def _json_schema(value: Any) -> str | None:
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "the schema"
         return f"not a valid JSON schema at {where}: {exc.message}"
-    return None
+    from appliance.tools.arguments import schema_problem  # the engine the calls are checked by
+
+    return schema_problem(value)
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hmac
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
 ENV_VAR = "APPLIANCE_API_KEY"
 CREDENTIAL_NAME = "api-key"
+MAX_KEY_FILE_BYTES = 4096  # a key is a few dozen characters; /dev/zero would never end
 
 
 class ApiKey:
@@ -104,15 +106,31 @@ def os_reason(error: OSError) -> str:
     return type(error).__name__
 
 
+def read_capped(path: Path, limit: int) -> bytes:
+    """A regular file's bytes; ValueError if it is larger than ``limit`` or not a regular
+    file (a device such as /dev/zero, a FIFO that would block); OSError as open() raises it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except ValueError:  # a NUL in the path
+        raise ValueError("bad path") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data
+
+
 def _read_key(path: Path, origin: str, prefix: str) -> str:
     try:
-        data = path.read_bytes()
+        data = read_capped(path, MAX_KEY_FILE_BYTES)
     except OSError as e:
         if origin == "credential" and isinstance(e, FileNotFoundError):
             return ""
         raise KeySourceError(origin, f"{prefix}cannot read the key file: {os_reason(e)}") from None
-    except ValueError:  # a NUL in the path
-        raise KeySourceError(origin, f"{prefix}cannot read the key file: bad path") from None
+    except ValueError as e:
+        raise KeySourceError(origin, f"{prefix}cannot read the key file: {e}") from None
     try:
         return clean_key(data.decode("utf-8"))
     except UnicodeDecodeError:

@@ -3,8 +3,11 @@
 It only moves lines: :mod:`appliance.control.protocol` decides what a line means and the
 daemon's :class:`ControlHandler` decides what a command does. Anything that connects is
 untrusted in the small (the socket is mode 0660, group appliance), so a client cannot make it
-hold unbounded memory (line limit), linger forever (idle timeout), crowd out others (client
-limit) or take the daemon down (every failure becomes an error reply or a closed connection).
+hold unbounded memory (line limit), linger forever (idle timeout: only requests count, not
+blank lines), stall on a reply it never reads (write timeout), crowd out others (client limit;
+at the limit a newcomer takes the slot of the client idle the longest, so a request always gets
+in unless every slot is running one) or take the daemon down (every failure becomes an error
+reply or a closed connection).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import contextlib
 import logging
 import os
 import stat
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -27,6 +32,16 @@ log = logging.getLogger(__name__)
 SOCKET_MODE = 0o660
 DIR_MODE = 0o755
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes, NUL included
+
+
+@dataclass(eq=False)
+class _Client:
+    """One connection: when it last sent a request, and whether one is running now."""
+
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    last_request: float = field(default_factory=time.monotonic)
+    running: bool = False  # a command runs (a talk may take minutes): never evicted
 
 
 class ControlHandler(Protocol):
@@ -62,13 +77,15 @@ class ControlServer:
         *,
         idle_timeout: float = 30.0,
         max_clients: int = 16,
+        write_timeout: float = 2.0,
     ) -> None:
         self.path = Path(path)
         self.handler = handler
         self.idle_timeout = idle_timeout
         self.max_clients = max_clients
+        self.write_timeout = write_timeout
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], _Client] = {}
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self._throttle = LogThrottle()  # a script hammering the socket must not flood the journal
 
@@ -161,7 +178,7 @@ class ControlServer:
     # --- connections ------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self.max_clients:
+        if len(self._clients) >= self.max_clients and not self._evict_one():
             self._throttle.log(
                 log,
                 logging.WARNING,
@@ -174,41 +191,84 @@ class ControlServer:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._clients.add(task)
+        client = _Client(task, writer)
+        self._clients[task] = client
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, client)
         except asyncio.CancelledError:
             pass  # close(): the connection ends below
+        except ConnectionError as exc:  # the peer reset or left: nothing to debug
+            log.debug("control: connection ended: %s", _reason(exc))
         except Exception as exc:  # a broken peer; never an unhandled task exception
             log.debug("control: connection ended: %s", _reason(exc), exc_info=True)
         finally:
-            self._clients.discard(task)
+            self._clients.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
 
+    def _evict_one(self) -> bool:
+        """Make room for a newcomer: drop the client whose last request is the oldest and
+        that runs none now (silent, typing blank lines, or not reading its replies)."""
+        idle = [c for c in self._clients.values() if not c.running]
+        if not idle:
+            return False  # every slot runs a command: the newcomer is refused
+        oldest = min(idle, key=lambda c: c.last_request)
+        del self._clients[oldest.task]
+        oldest.writer.transport.abort()  # a peer that reads nothing gets no goodbye line
+        oldest.task.cancel()
+        self._throttle.log(
+            log, logging.WARNING, "evict", "control: all slots taken; dropped the longest idle"
+        )
+        return True
+
     def _busy_message(self) -> str:
         return f"too many control clients (at most {self.max_clients}); try again later"
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: _Client
+    ) -> None:
         while True:
+            # Only a request resets the idle timer: blank lines do not keep a slot.
+            left = client.last_request + self.idle_timeout - time.monotonic()
             try:
-                line = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), max(0.0, left))
             except TimeoutError:
-                await _send(writer, protocol.error(f"idle for {self.idle_timeout:g} s; goodbye"))
+                await self._send(
+                    writer, protocol.error(f"idle for {self.idle_timeout:g} s; goodbye")
+                )
                 return
             except asyncio.LimitOverrunError:
-                await _send(
+                await self._send(
                     writer,
                     protocol.error(f"request line too long (over {protocol.MAX_LINE} bytes)"),
                 )
                 return
             except asyncio.IncompleteReadError as exc:  # EOF: a last line without "\n" counts
                 if exc.partial.strip():
-                    await _send(writer, await self._reply(exc.partial))
+                    await self._send(writer, await self._request(client, exc.partial))
                 return
             if line.strip():  # blank lines (a human typing in socat) get no reply
-                await _send(writer, await self._reply(line))
+                await self._send(writer, await self._request(client, line))
+
+    async def _request(self, client: _Client, line: bytes) -> dict[str, Any]:
+        client.last_request = time.monotonic()
+        client.running = True
+        try:
+            return await self._reply(line)
+        finally:
+            client.running = False
+            client.last_request = time.monotonic()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        """Write one reply; a client that already left is not an error, one that does not
+        read its replies within ``write_timeout`` is dropped (TimeoutError ends the
+        connection)."""
+        if writer.is_closing():
+            return
+        writer.write(protocol.encode(reply))
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(writer.drain(), self.write_timeout)
 
     async def _reply(self, line: bytes) -> dict[str, Any]:
         request = protocol.parse_request(line.rstrip(b"\r\n"))
@@ -244,15 +304,6 @@ class ControlServer:
             assert request.seconds is not None
             return protocol.ok(turn=await self.handler.talk(request.seconds))
         return protocol.ok(status=self.handler.status())
-
-
-async def _send(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-    """Write one reply; a client that already left is not an error."""
-    if writer.is_closing():
-        return
-    writer.write(protocol.encode(reply))
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
 
 
 def _reason(exc: BaseException) -> str:

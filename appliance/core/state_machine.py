@@ -378,6 +378,8 @@ class TurnMachine:
                 return self._settle() if self.state in _RESTING else []
             case SessionDown():
                 self.connected = False
+                if self.state is State.SPEAKING and not self.response_running:
+                    return []  # the whole answer is here: it plays out, then the box rests
                 return self._abort_turn("failed", "not_connected")
             case AuthFailed():
                 self.connected, self.auth_failed = False, True

@@ -20,11 +20,14 @@ class Disconnected:
     """No session, and another attempt follows in ``retry_in_s``.
 
     ``turn_lost`` is true when audio, an answer or a tool call was in flight: that turn failed.
+    ``between_turns``: the session ended by itself with nothing in flight (a server's session
+    limit): no error, but until the next ``Connected`` a press cannot start a turn.
     """
 
     reason: str
     retry_in_s: float
     turn_lost: bool = False
+    between_turns: bool = False
 
 
 @dataclass(frozen=True, slots=True)

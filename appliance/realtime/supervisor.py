@@ -610,6 +610,8 @@ class SessionSupervisor:
             await self._events.put(Disconnected(reason, delay, turn_lost=True))
         else:
             log.info("the Realtime session ended between turns (%s); reopening", reason)
+            # Offline from this moment: a press now plays "not connected", not a doomed turn.
+            await self._events.put(Disconnected(reason, delay, between_turns=True))
         await asyncio.sleep(delay)
         return not turn_lost
 

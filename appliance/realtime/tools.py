@@ -77,7 +77,7 @@ class ToolRegistry:
             return _error(f"unknown tool: {call.name}")
         try:
             arguments = json.loads(call.arguments) if call.arguments.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             return _error("arguments are not valid JSON")
         if not isinstance(arguments, Mapping):
             return _error("arguments must be a JSON object")

@@ -6,9 +6,13 @@ failure (bad arguments, an unreadable secret, a timeout, HTTP >= 400, an unreach
 refused redirect) is an ``{"error": ...}`` output the model can read: the handler never raises.
 
 Safety: http(s) only (checked when the config is loaded), no shell and nothing executed; a
-redirect is followed only to the same host (at most :data:`MAX_REDIRECTS`, never from https
-down to http). Secret header values are read from their file at each call and are never
-logged, nor is the URL (a webhook URL often carries a token); the log names the host at most.
+redirect is followed only to the same origin (scheme, host and port; at most
+:data:`MAX_REDIRECTS`), never with the secret headers (those read from a file) and never to a
+``Location`` that carries credentials. The body is decoded only with a text encoding (a
+``charset=zlib_codec`` would inflate it) and never past :data:`DECODED_LIMIT` characters.
+Secret header values are read from their file at each call and are never logged, nor is the
+URL (a webhook URL often carries a token); the log names the host at most. The arguments are
+checked by :mod:`appliance.tools.arguments` (a linear-time regex engine, a size cap).
 
 All webhook tools share one :class:`aiohttp.ClientSession` (kept-alive connections, no cookie
 jar), made on the first call inside the running loop; the daemon closes it with :func:`close`
@@ -29,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonschema
-from jsonschema.exceptions import best_match
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -38,19 +40,20 @@ from appliance.config.schema import WebhookTool
 from appliance.config.secrets import os_reason
 from appliance.protocol.client_events import FunctionTool
 from appliance.realtime.tools import Tool
+from appliance.tools.arguments import ArgumentChecker
 
 log = logging.getLogger(__name__)
 
 BODY_LIMIT = 4096  # characters of a response body the model gets
 ERROR_BODY_LIMIT = 1024  # characters of the body of an HTTP error (often an HTML page)
+DECODED_LIMIT = 4 * BODY_LIMIT + 4  # characters decoded at most (a text codec may expand)
 TRUNCATED = "…[truncated]"  # appended to a body that was cut
-MAX_REDIRECTS = 3  # same-host redirects followed per call
+MAX_REDIRECTS = 3  # same-origin redirects followed per call
 # The registry's own time limit is a little longer, so that the handler's "timed out after
 # N s" (with the configured N) is what the model sees.
 GRACE_S = 1.0
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_MESSAGE_LIMIT = 300  # characters of a schema-violation message
 _BINARY_TYPES = ("image/", "audio/", "video/", "font/")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")  # in decoded text: binary, not text
 
@@ -161,7 +164,7 @@ class WebhookHandler:
         self.timeout_s = webhook.timeout_s
         self.client = client
         self.host = _host_label(self.url)
-        self._validator = jsonschema.Draft202012Validator(webhook.parameters)
+        self._arguments = ArgumentChecker(webhook.parameters)
         self._static: dict[str, str] = {}
         self._files: dict[str, Path] = {}
         for name, value in webhook.headers.items():
@@ -188,12 +191,10 @@ class WebhookHandler:
         return output
 
     async def _call(self, arguments: dict[str, Any]) -> tuple[str, str]:
-        error = best_match(self._validator.iter_errors(arguments))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path)
-            message = _cut(error.message, _MESSAGE_LIMIT)
-            message = f"{message} at {where}" if where else message
-            raise _Failed(f"invalid arguments: {message}", "invalid arguments")
+        try:
+            arguments = self._arguments.check(arguments)
+        except ValueError as exc:
+            raise _Failed(f"invalid arguments: {exc}", "invalid arguments") from None
         headers = self._headers()
         body = json.dumps(arguments, ensure_ascii=False).encode()
         try:
@@ -257,6 +258,10 @@ class WebhookHandler:
                         f"too many redirects (more than {MAX_REDIRECTS})", "too many redirects"
                     )
                 url = self._redirect_target(resp.url, location)
+                # Only the configured URL gets the secrets, even on the same origin (another
+                # path there may be a service that logs its headers).
+                for name in self._files:
+                    headers.popall(name, None)
                 # As browsers do: 303, and 301/302 after a POST, continue with a GET.
                 if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                     method, data = "GET", None
@@ -266,16 +271,19 @@ class WebhookHandler:
     def _redirect_target(self, current: URL, location: str) -> URL:
         refused = _Failed("redirect to another host refused", "redirect refused")
         try:
-            target = current.join(URL(location))
+            given = URL(location)
+            target = current.join(given)
         except (ValueError, TypeError):
             raise refused from None
+        if given.user is not None or given.password is not None or "@" in given.raw_authority:
+            raise _Failed("redirect with credentials refused", "redirect refused")
         if target.scheme not in ("http", "https") or not target.host:
-            raise refused
-        if target.host.lower() != (current.host or "").lower():
             raise refused
         if current.scheme == "https" and target.scheme == "http":
             raise _Failed("redirect from https to http refused", "redirect refused")
-        return target
+        if _origin(target) != _origin(current):  # another port is another service
+            raise refused
+        return target.with_user(None)  # credentials of the configured URL stay with it
 
     async def _answer(self, resp: aiohttp.ClientResponse) -> tuple[str, str]:
         status = resp.status
@@ -307,20 +315,37 @@ async def _read(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
     return data[:limit], True
 
 
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return url.scheme, (url.host or "").lower(), url.port
+
+
+def _text_codec(charset: str | None) -> codecs.CodecInfo | None:
+    """The codec of a declared charset; utf-8 when none is declared or it is unknown, None
+    when it is no text encoding (bz2_codec, zlib_codec, base64...: the body would be
+    decompressed or transformed, not decoded)."""
+    try:
+        info = codecs.lookup(charset or "utf-8")
+    except LookupError:
+        return codecs.lookup("utf-8")
+    # CodecInfo's own flag: str.decode() refuses the same codecs by it.
+    return info if getattr(info, "_is_text_encoding", False) else None
+
+
 def _decode(resp: aiohttp.ClientResponse, raw: bytes, cut: bool) -> str | None:
-    """The body as text, or None when it is binary."""
+    """The body as text, or None when it is binary (or declares a charset that is not a text
+    encoding)."""
     if "Content-Type" in resp.headers and resp.content_type.startswith(_BINARY_TYPES):
         return None
-    charset = resp.charset or "utf-8"
-    try:
-        decoder = codecs.getincrementaldecoder(charset)("strict")
-    except LookupError:
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    info = _text_codec(resp.charset)
+    if info is None:
+        return None
+    decoder = info.incrementaldecoder("strict")
     try:
         # A body cut short may end inside a multi-byte character: not an error.
         text = decoder.decode(raw, final=not cut)
     except (UnicodeDecodeError, ValueError):
         return None
+    text = text[:DECODED_LIMIT]
     if _CONTROL.search(text):
         return None
     return text
