@@ -286,6 +286,8 @@ class Appliance:
         try:
             if not configured and str(path) == paths.user_socket():
                 paths.prepare_private_dir(path)  # a user's own: mode 0700
+            elif not path.parent.is_dir():
+                path.parent.mkdir(mode=0o755, parents=True)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(f"control.socket: {path.parent}: {reason}") from None
