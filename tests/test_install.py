@@ -159,6 +159,27 @@ def test_first_install(installed):
     assert "start it with: systemctl enable --now appliance" in out
     assert "skipped appliance check with --root" in out
     assert "installed into" in out
+    # Stock Debian leaves /dev/gpiochip* root:root 0600: a udev rule gives them to gpio.
+    rule = tree / "etc/udev/rules.d/60-appliance-gpio.rules"
+    assert mode(rule) == 0o644
+    rules = [ln for ln in rule.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert rules == ['SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"']
+    assert f"installed {rule}" in out
+
+
+def test_no_gpio_rule_where_the_system_has_one(installed, tmp_path):
+    # Raspberry Pi OS (raspberrypi-sys-mods) gives the GPIO chips to gpio itself: no rule of
+    # ours; one left from before is removed.
+    tree = tree_copy(installed.tree, tmp_path / "tree")
+    pi_rules = tree / "usr/lib/udev/rules.d"
+    pi_rules.mkdir(parents=True)
+    (pi_rules / "99-com.rules").write_text(
+        'SUBSYSTEM=="input", GROUP="input", MODE="0660"\n'
+        'SUBSYSTEM=="gpio", GROUP="gpio", MODE="0660"\n'
+    )
+    result = install(installed.src, "--root", tree, "--api-key-file", installed.key_file)
+    assert not (tree / "etc/udev/rules.d/60-appliance-gpio.rules").exists()
+    assert "the system's own rule gives the GPIO chips to gpio" in result.stdout
 
 
 def test_second_run_changes_nothing(installed):
@@ -275,6 +296,7 @@ def test_uninstall_keeps_config_and_purge_removes_it(installed):
 
     result = install(installed.src, "--uninstall", "--root", tree)
     assert not (tree / "opt/appliance").exists()
+    assert not (tree / "etc/udev/rules.d/60-appliance-gpio.rules").exists()
     assert not (tree / "etc/systemd/system/appliance.service").exists()
     assert not (wants / "appliance.service").is_symlink()
     assert (tree / "etc/appliance/config.yaml").exists()
