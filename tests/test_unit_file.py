@@ -152,9 +152,7 @@ def test_lgpio_has_a_writable_directory_for_its_pipe(unit):
     # to open on a real chip (tests/vm/ found it).
     s = unit["Service"]
     assert s["ProtectSystem"] == ["strict"]
-    env = dict(
-        item.split("=", 1) for value in s.get("Environment", []) for item in value.split()
-    )
+    env = dict(item.split("=", 1) for value in s.get("Environment", []) for item in value.split())
     where = env.get("LG_WD") or s.get("WorkingDirectory", ["/"])[-1].lstrip("-")
     where = where.replace("%t", "/run").replace("%S", "/var/lib")
     assert any(where == d or where.startswith(d + "/") for d in writable_dirs(s)), where

@@ -25,8 +25,8 @@ import asyncio
 import logging
 import sys
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from appliance.config.schema import ButtonConfig, GpioConfig
