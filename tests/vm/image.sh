@@ -8,8 +8,8 @@
 # Cache: $VM_CACHE (default /var/cache/appliance-vm), one directory per key, older keys pruned:
 #   rootfs-K1   debootstrap tree       K1 = the apt package list + ROOTFS_VERSION       (~5 min)
 #   image-K2    vmlinuz, initrd, ext4  K2 = K1 + guest-setup.sh                           (~20 s)
-#   wheels-K3   wheelhouse + the test  K3 = K1 + pyproject.toml (built in the rootfs: same
-#               server's libraries          Debian, same python3, so the guest compiles nothing) (~1 min)
+#   wheels-K3   wheelhouse + the test  K3 = K1 + pyproject.toml (built by this machine's Debian
+#               server's libraries          python3, the guest's own: the guest compiles nothing) (~1 min)
 # Needs root and the host's apt mirror (the only network used; the guest has none).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,8 +29,8 @@ ts() { date +%s; }
 hash() { sha256sum | cut -c1-12; }
 mkdir -p "$CACHE"
 # The Debian mirror this machine's apt uses (the only one reachable where CI runs).
-MIRROR=${MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
-    | awk '($1 == "deb" || $1 == "URIs:") && $2 ~ /\/debian\/?$/ { print $2; exit }')}
+MIRROR=${MIRROR:-$(awk '($1 == "deb" || $1 == "URIs:") && $2 ~ /\/debian\/?$/ { print $2; exit }' \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 
 k1=$(printf '%s\n' "$ROOTFS_VERSION" $SUITE "${PKGS[@]}" | hash)
@@ -96,22 +96,20 @@ if [ ! -e "$IMG/.done" ]; then
 fi
 
 # ---- wheelhouse and the test server's libraries -----------------------------------------------
+# Built on this machine by Debian's own python3 (the guest's: same version, same Debian, same
+# libportaudio2 and libsystemd0 for the two that compile), through pip as configured here.
 if [ ! -e "$WH/.done" ]; then
-    s=$(ts); rm -rf "$WH" "$R/tmp/build"; mkdir -p "$R/tmp/build"
-    cp -r "$project/pyproject.toml" "$project/README.md" "$project/appliance" "$R/tmp/build/"
-    # lgpio is the Pi's pin factory (the project installs it on Arm only); the guest adds it
-    # to the venv by hand to drive gpio-sim, so it is in the wheelhouse too.
-    # The host's CA bundle (where egress re-signs TLS, it holds the extra CA) for the chroot's pip.
-    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$R/tmp/build/ca.pem"
-    env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CERT=/tmp/build/ca.pem chroot "$R" sh -ec '
-        python3 -m venv /tmp/wh
-        /tmp/wh/bin/pip install -q --upgrade pip wheel
-        cd /tmp
-        /tmp/wh/bin/pip wheel -q -w /tmp/wheels pip setuptools wheel "lgpio>=0.2" "/tmp/build[hardware]"
-        rm -f /tmp/wheels/appliance-*.whl
-        /tmp/wh/bin/pip install -q --target /tmp/srvlib aiohttp numpy "openai>=1.103" pydantic' >&2
-    mkdir -p "$WH.tmp"; mv "$R/tmp/wheels" "$WH.tmp/wheels"; mv "$R/tmp/srvlib" "$WH.tmp/srvlib"
-    rm -rf "$R/tmp/wh" "$R/tmp/build" "$R/root/.cache"
+    s=$(ts); rm -rf "$WH" "$WH.tmp"; mkdir -p "$WH.tmp/build"
+    cp -r "$project/pyproject.toml" "$project/README.md" "$project/appliance" "$WH.tmp/build/"
+    /usr/bin/python3 -m venv "$WH.tmp/venv"
+    pip=("$WH.tmp/venv/bin/python" -m pip)
+    "${pip[@]}" install -q --upgrade pip wheel >&2
+    # lgpio is the Pi's pin factory (the project installs it on Arm only); the guest adds it to
+    # the venv by hand to drive gpio-sim, so it is in the wheelhouse too.
+    (cd "$WH.tmp" && "${pip[@]}" wheel -q -w "$WH.tmp/wheels" pip setuptools wheel "lgpio>=0.2" "./build[hardware]" >&2)
+    rm -f "$WH.tmp"/wheels/appliance-*.whl
+    "${pip[@]}" install -q --target "$WH.tmp/srvlib" aiohttp numpy "openai>=1.103" pydantic >&2
+    rm -rf "$WH.tmp/venv" "$WH.tmp/build"
     touch "$WH.tmp/.done"; mv "$WH.tmp" "$WH"
     log "wheelhouse in $(( $(ts) - s )) s"
     prune wheels "$WH"

@@ -1,0 +1,387 @@
+#!/bin/bash
+# tests/vm/guest.sh: runs INSIDE the VM (systemd as PID 1), started by vmtest.service from the
+# 9p share. Writes one "PASS|FAIL|SKIP  name  (detail)" line per check to out/results and its
+# trace to out/guest.log. Two boots: phase 1 does everything, then reboots; phase 2 checks that
+# the service came back by itself, then uninstalls, and powers off.
+#
+# Test-only deviations from a Pi (each said where it is done): lgpio is added to the venv by
+# hand (the project installs it on Arm only); gpiozero is shown a Pi's /proc/cpuinfo and told
+# GPIOZERO_PIN_FACTORY=lgpio by a drop-in, so that it drives the gpio-sim chip.
+set -uo pipefail
+S=/mnt/share; O=$S/out; RES=$O/results
+A=/opt/appliance/venv/bin/appliance
+KEY=vm-test-key-0123456789
+export PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 PYTHONDONTWRITEBYTECODE=1
+T0=$(date +%s.%N)
+el() { awk -v a="$(date +%s.%N)" -v b="${1:-$T0}" 'BEGIN { printf "%.1f", a - b }'; }
+step() { echo; echo "=== [$(el) s] $*"; }
+result() { printf '%-4s  %s%s\n' "$1" "$2" "${3:+  ($3)}" | tee -a "$RES"; }
+pass() { result PASS "$@"; }
+fail() { result FAIL "$@"; }
+skip() { result SKIP "$@"; }
+ok() { if [ "$1" = 0 ]; then pass "$2" "${3:-}"; else fail "$2" "${3:-}"; fi; }
+# check NAME CMD...: PASS when CMD exits 0.
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+show() { systemctl show appliance -p "$1" --value; }
+main_pid() { show MainPID; }
+journal_since() { journalctl -u appliance --since "@$1" --no-pager -o cat 2>/dev/null; }
+wait_for() {  # wait_for SECONDS CMD...: poll until CMD succeeds
+    local until=$(( $(date +%s) + $1 )); shift
+    while ! "$@"; do [ "$(date +%s)" -ge "$until" ] && return 1; sleep 0.5; done
+}
+status_is() { [[ "$(show StatusText)" == $1 ]]; }
+app_state() { show StatusText | cut -d, -f1; }   # STATUS= starts with the state
+state_is() { [ "$(app_state)" = "$1" ]; }
+rt() {  # rt GET|POST PATH: the test server's side door
+    python3 - "$1" "http://127.0.0.1:$(cat /run/rt.control)$2" <<'EOF'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[2], method=sys.argv[1], data=b"" if sys.argv[1] == "POST" else None)
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+EOF
+}
+stat_of() { rt GET /stats | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"; }
+# Where the loopback's far ends are: the box uses card Loopback device 0 (the default card);
+# what it plays comes out of device 1, and what is played into device 1 is its microphone.
+FAR=plughw:CARD=Loopback,DEV=1,SUBDEV=0
+
+setup_devices() {
+    modprobe snd-aloop || return 1
+    modprobe gpio-sim || return 1
+    local d=/sys/kernel/config/gpio-sim/pi i
+    if [ ! -e $d ]; then
+        mkdir -p $d/bank0; echo 58 > $d/bank0/num_lines; echo pinctrl-bcm2711 > $d/bank0/label
+        for i in $(seq 0 57); do mkdir -p $d/bank0/line$i; echo GPIO$i > $d/bank0/line$i/name; done
+        echo 1 > $d/live
+    fi
+    CHIP=$(cat $d/bank0/chip_name); SIM=/sys/devices/platform/$(cat $d/dev_name)/$CHIP
+    udevadm settle
+}
+start_rt_server() {
+    rm -f /run/rt.port /run/rt.control
+    PYTHONPATH=/mnt/wcache/srvlib:$S/src/tests setsid python3 $S/src/tests/vm/rt_server.py \
+        --port-file /run/rt.port --control-port-file /run/rt.control > $O/rt_server.log 2>&1 &
+    wait_for 90 test -s /run/rt.control
+}
+led() { cat $SIM/sim_gpio18/value; }
+press() { echo pull-down > $SIM/sim_gpio17/pull; }   # the button connects BCM 17 to ground
+release() { echo pull-up > $SIM/sim_gpio17/pull; }
+# heard FILE FREQ SECONDS: the recording holds a tone of about that pitch and length.
+heard() {
+    python3 - "$@" <<'EOF'
+import sys, wave
+import numpy as np
+path, freq, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+with wave.open(path) as w:
+    rate = w.getframerate()
+    x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(float)
+frame = rate // 50
+rms = np.sqrt(np.mean(x[: len(x) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+loud = rms > 0.25 * rms.max() if rms.max() > 300 else np.zeros_like(rms, bool)
+dur = loud.sum() / 50
+idx = np.flatnonzero(loud)
+seg = x[idx[0] * frame : (idx[-1] + 1) * frame] if len(idx) else x[:0]
+hz = 0.0
+if len(seg) > 1024:
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    hz = np.argmax(spec) * rate / len(seg)
+good = abs(hz - freq) < 0.02 * freq and abs(dur - seconds) < max(0.3, 0.2 * seconds)
+print(f"heard {hz:.0f} Hz for {dur:.2f} s (sent {freq:.0f} Hz for {seconds:.2f} s), peak {x.max() if len(x) else 0:.0f}")
+sys.exit(0 if good else 1)
+EOF
+}
+
+phase=1; [ -e /var/lib/vmtest/phase1 ] && phase=2
+echo "######## guest.sh phase $phase, $(date -u +%T)"
+mkdir -p /var/lib/vmtest /mnt/wcache
+# The wheelhouse and the test server's libraries: a read-only share of the host's cache.
+mountpoint -q /mnt/wcache || mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,ro wcache /mnt/wcache
+WHEELS=/mnt/wcache/wheels
+
+if [ $phase = 1 ]; then
+: > "$RES"
+step "boot"
+echo "multi-user.target after $(( $(systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target) / 1000000 )) s"
+systemctl is-system-running; systemctl --failed --no-legend
+
+step "devices: snd-aloop and gpio-sim"
+check "kernel sound card (snd-aloop) and GPIO chip (gpio-sim)" setup_devices
+aplay -l | grep -i loopback; gpiodetect; ls -l /dev/gpiochip* /dev/snd/
+echo "SIM=$SIM"
+
+step "the project's Realtime test server, in the guest"
+check "Realtime test server started" start_rt_server
+cat $O/rt_server.log
+
+step "install.sh (the real one: root, systemd running, no network, --wheelhouse)"
+ip -br link; ip -br addr | grep -v '^lo' || true
+cp -a $S/src /root/appliance; cd /root/appliance || exit 1
+echo "$KEY" > /root/api-key; chmod 600 /root/api-key
+t=$(date +%s.%N)
+./install.sh --wheelhouse $WHEELS --api-key-file /root/api-key > $O/install1.log 2>&1; rc=$?
+cat $O/install1.log
+ok $rc "install.sh installs (no network, from the wheelhouse)" "$(el $t) s"
+check "unit enabled and started by install.sh" systemctl is-enabled --quiet appliance
+grep -q "installed /etc/udev/rules.d/60-appliance-gpio.rules" $O/install1.log
+ok $? "install.sh installs the GPIO udev rule (stock Debian)"
+ls -l /dev/gpiochip*
+[ "$(stat -c %G:%a /dev/gpiochip0)" = gpio:660 ]; ok $? "/dev/gpiochip0 is root:gpio 0660 without a reboot" "$(stat -c %U:%G:%a /dev/gpiochip0)"
+id appliance
+
+step "install.sh again"
+t=$(date +%s.%N)
+./install.sh --wheelhouse $WHEELS --api-key-file /root/api-key > $O/install2.log 2>&1; rc=$?
+cat $O/install2.log
+[ $rc = 0 ] && grep -q "nothing to change" $O/install2.log; ok $? "second install.sh run: nothing to change" "$(el $t) s"
+
+step "config: the test server; the service restarted"
+PORT=$(cat /run/rt.port)
+sed -i "s|^  url: .*|  url: \"ws://127.0.0.1:$PORT/v1/realtime/openai\"|; s|^  folder_id: \"\"|  folder_id: \"b1gvmtest0000\"|" /etc/appliance/config.yaml
+grep -n '^  url:\|^  folder_id:' /etc/appliance/config.yaml
+s0=$(date +%s); systemctl restart appliance; echo "restart rc=$?"
+# No lgpio on x86 (the project installs it on Arm only): gpiozero has no factory, and the box
+# has a GPIO chip. That is a broken box, not "no GPIO here".
+wait_for 30 status_is "error, *GPIO*"
+ok $? "GPIO chip present but unusable: error state with the reason" "$(show StatusText)"
+journal_since $s0 | grep -i gpio
+
+step "the Pi's pin factory: lgpio (test-only: by hand, and a Pi's /proc/cpuinfo)"
+/opt/appliance/venv/bin/pip install -q --no-index --find-links $WHEELS 'lgpio>=0.2'; echo "pip rc=$?"
+{ cat /proc/cpuinfo; printf 'Revision\t: c03114\nModel\t: Raspberry Pi 4 Model B Rev 1.4\n'; } > /etc/appliance/fake-cpuinfo
+mkdir -p /etc/systemd/system/appliance.service.d
+printf '[Service]\nEnvironment=GPIOZERO_PIN_FACTORY=lgpio\nBindReadOnlyPaths=/etc/appliance/fake-cpuinfo:/proc/cpuinfo\n' \
+    > /etc/systemd/system/appliance.service.d/vmtest.conf
+systemctl daemon-reload
+s0=$(date +%s); t=$(date +%s.%N)
+systemctl restart appliance; rc=$?
+ok $rc "Type=notify: systemctl restart returns after READY=1" "$(el $t) s"
+wait_for 30 status_is "idle, connected"; ok $? "READY=1 and STATUS idle, connected" "$(show StatusText)"
+journal_since $s0 > $O/journal-start.txt; cat $O/journal-start.txt
+grep -q "button on BCM 17, LED on BCM 18 (GPIO)" $O/journal-start.txt
+ok $? "GPIO button and LED opened through lgpio under the unit (LG_WD)"
+grep -i -E 'jack|cannot connect to server' $O/journal-start.txt
+[ $? != 0 ]; ok $? "no JACK noise in the journal at start"
+grep -v -E '^(the appliance is running|button on BCM|config: |using |microphone|speaker|session|echo cancellation|connected|opened|audio)' \
+    $O/journal-start.txt > /dev/null || true
+
+step "systemd-analyze security (the running unit, real PID 1)"
+systemd-analyze security appliance --no-pager > $O/security.txt 2>&1; tail -3 $O/security.txt
+exposure=$(sed -n 's/.*Overall exposure level for appliance.service: \([0-9.]*\).*/\1/p' $O/security.txt)
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 1.5) }'; ok $? "systemd-analyze security exposure <= 1.5" "exposure $exposure"
+
+step "the service's own view"
+PID=$(main_pid); echo "MainPID $PID"
+grep -E '^(Uid|Gid|Groups|CapEff|NoNewPrivs|Seccomp):' /proc/$PID/status
+echo "uid_map: $(tr -s ' ' < /proc/$PID/uid_map)"; echo "gid_map: $(tr -s ' ' < /proc/$PID/gid_map)"
+groups=$(awk '/^Groups:/ { $1 = ""; print }' /proc/$PID/status)
+want=""; for g in audio gpio; do want="$want $(getent group $g | cut -d: -f3)"; done
+ok_groups=0; for gid in $want; do [[ " $groups " == *" $gid "* ]] || ok_groups=1; done
+[ "$(awk '{print $1}' /proc/$PID/uid_map | tr '\n' ' ')" != "0 " ]   # not the initial namespace
+[ $? = 0 ] && [ $ok_groups = 0 ] && [ "$(wc -l < /proc/$PID/uid_map)" -le 2 ]
+ok $? "PrivateUsers: own user namespace, groups audio and gpio" "groups$groups; uid_map $(tr -s ' ' < /proc/$PID/uid_map | tr '\n' ';')"
+nsenter -t $PID -m ls -l /run/credentials/appliance.service/ 2>&1
+cred=$(nsenter -t $PID -m cat /run/credentials/appliance.service/api-key 2>/dev/null)
+[ "$cred" = "$KEY" ] && ! tr '\0' '\n' < /proc/$PID/environ | grep -q "$KEY"
+ok $? "the API key is a credential (LoadCredential), not in the environment"
+ls -l /proc/$PID/fd 2>/dev/null | grep -oE '/dev/(snd|gpiochip)[^ ]*' | sort | uniq -c
+# The device policy, from inside the service's cgroup: a probe process joins it and opens
+# devices (the cgroup's device filter applies to every process in it, root too).
+CG=/sys/fs/cgroup/system.slice/appliance.service
+devices=$(python3 - "$CG" <<'EOF'
+import os, sys
+with open(os.path.join(sys.argv[1], "cgroup.procs"), "w") as f:
+    f.write(str(os.getpid()))
+out = []
+for path in ("/dev/snd/controlC0", "/dev/gpiochip0", "/dev/null", "/dev/vda", "/dev/ttyS0", "/dev/kmsg", "/dev/mem"):
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        out.append(f"{path}:open")
+    except OSError as e:
+        out.append(f"{path}:{e.strerror}")
+print(" ".join(out))
+EOF
+)
+echo "$devices"
+[[ "$devices" == *"/dev/snd/controlC0:open"* && "$devices" == *"/dev/gpiochip0:open"* && "$devices" == *"/dev/null:open"* \
+   && "$devices" != *"/dev/vda:open"* && "$devices" != *"/dev/ttyS0:open"* && "$devices" != *"/dev/kmsg:open"* && "$devices" != *"/dev/mem:open"* ]]
+ok $? "devices: only the sound card and the GPIO chip (and /dev/null...)" "$devices"
+
+step "LED follows the states (gpio-sim's value of BCM 18)"
+samples=""; for i in $(seq 10); do samples="$samples$(led)"; sleep 0.05; done
+echo "idle: $samples"
+
+step "a turn through the control socket: the question into the loopback, the answer recorded"
+sox -n -r 48000 -c 1 -b 16 /root/q500.wav synth 2.5 sine 500 vol 0.5
+rt POST '/answer?freq=660&seconds=1.5' > /dev/null
+arecord -q -D $FAR -f S16_LE -r 48000 -c 1 -d 9 $O/heard1.wav & REC=$!
+aplay -q -D $FAR /root/q500.wav & PLAY=$!
+t=$(date +%s.%N); timeout 60 $A talk --seconds 2 --json > $O/turn1.json; rc=$?
+echo "talk rc=$rc in $(el $t) s"; cat $O/turn1.json; echo
+wait $PLAY; wait $REC
+grep -q '"result": "answered"' $O/turn1.json; ok $? "turn through the control socket answered" "$(el $t) s"
+c=$(stat_of 's["commits"][-1]' 2>/dev/null); echo "server's last commit: $c"
+python3 -c "import sys; c=$c; sys.exit(0 if abs(c['hz'] - 500) < 10 and c['seconds'] > 1 else 1)" 2>/dev/null
+ok $? "the question reached the server through the kernel card" "$c"
+h=$(heard $O/heard1.wav 660 1.5); ok $? "the answer played on the kernel card as sent" "$h"
+
+step "a turn from a gpio-sim button press; the LED follows the states"
+rt POST '/answer?freq=880&seconds=2' > /dev/null
+n0=$(stat_of 'len(s["commits"])')
+arecord -q -D $FAR -f S16_LE -r 48000 -c 1 -d 10 $O/heard2.wav & REC=$!
+aplay -q -D $FAR /root/q500.wav & PLAY=$!
+leds=$O/led2.txt; ( for i in $(seq 160); do printf '%s %s\n' "$(date +%s.%N)" "$(led)"; sleep 0.05; done > $leds ) & LEDS=$!
+states=$O/states2.txt; ( for i in $(seq 40); do printf '%s %s\n' "$(date +%s.%N)" "$(app_state)"; sleep 0.2; done > $states ) & STATES=$!
+press; sleep 2; release
+wait $PLAY; wait $REC; wait $LEDS; wait $STATES
+n1=$(stat_of 'len(s["commits"])')
+[ "$n1" -gt "$n0" ]; ok $? "a gpio-sim button press makes a turn (lgpio, real edge interrupts)" "commits $n0 -> $n1"
+h=$(heard $O/heard2.wav 880 2); ok $? "the answer to the press played as sent" "$h"
+awk '{print $2}' $states | uniq | tr '\n' ' '; echo
+awk '{print $2}' $leds | uniq -c | tr -s ' ' | tr '\n' ';'; echo
+# The LED patterns (config.yaml gpio.led): idle steady at 10 % (PWM), listening steady at
+# 100 %, thinking and speaking pulse. The line's duty cycle per state, sampled from gpio-sim.
+python3 - $leds $states <<'EOF'
+import bisect, sys
+rows = lambda f: [l.split() for l in open(f) if len(l.split()) == 2]
+leds = [(float(t), v == "1") for t, v in rows(sys.argv[1])]
+states = [(float(t), s) for t, s in rows(sys.argv[2])]
+times = [t for t, _ in states]
+duty = {}
+for t, on in leds:
+    i = bisect.bisect_right(times, t) - 1
+    if 0 <= i < len(states) - 1:  # between two samples that agree: that state for sure
+        if states[i][1] == states[i + 1][1]:
+            duty.setdefault(states[i][1], []).append(on)
+share = {k: round(sum(v) / len(v), 2) for k, v in duty.items() if len(v) >= 5}
+print("LED duty by state:", share)
+ok = share.get("listening", 0) >= 0.95 and share.get("idle", 1) <= 0.4 and "speaking" in share
+sys.exit(0 if ok else 1)
+EOF
+ok $? "the LED line follows the states (gpio-sim: full while listening, dim when idle)"
+
+step "barge-in: a second press while the answer plays"
+rt POST '/answer?freq=550&seconds=8' > /dev/null
+tr0=$(stat_of 'len(s["truncations"]) + s["types"].get("response.cancel", 0)')
+arecord -q -D $FAR -f S16_LE -r 48000 -c 1 -d 14 $O/heard3.wav & REC=$!
+aplay -q -D $FAR /root/q500.wav & PLAY=$!
+press; sleep 2; release
+wait_for 20 state_is speaking; echo "speaking: rc=$?"; sleep 1.5
+t=$(date +%s.%N); press; wait_for 5 state_is listening; rc=$?; echo "state after the 2nd press: $(app_state) ($(el $t) s)"
+sleep 1; release
+wait $PLAY; wait $REC
+tr1=$(stat_of 'len(s["truncations"]) + s["types"].get("response.cancel", 0)')
+[ $rc = 0 ] && [ "$tr1" -gt "$tr0" ]; ok $? "barge-in by a second press: the answer is cut, the box listens" "truncate/cancel $tr0 -> $tr1"
+python3 - $O/heard3.wav <<'EOF'
+import sys, wave
+import numpy as np
+with wave.open(sys.argv[1]) as w:
+    x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(float)
+loud = (np.abs(x[: len(x) // 960 * 960].reshape(-1, 960)).max(axis=1) > 2000).sum() / 50
+print(f"answer heard for {loud:.1f} s of 8 s")
+sys.exit(0 if 0.5 < loud < 6 else 1)
+EOF
+ok $? "barge-in: the rest of the 8 s answer was not played"
+wait_for 30 state_is idle
+
+step "journald fields of the turns"
+journalctl -t appliance -b -o json --no-pager > $O/journal.json
+python3 - $O/journal.json <<'EOF' > $O/journal-fields.txt
+import json, sys
+turns = [json.loads(l) for l in open(sys.argv[1])]
+turns = [e for e in turns if e.get("APPLIANCE_ROLE")]
+keys = sorted({k for e in turns for k in e if k.startswith("APPLIANCE_")})
+print("entries with APPLIANCE_ROLE:", len(turns), "roles:", sorted({e["APPLIANCE_ROLE"] for e in turns}))
+print("fields:", keys)
+EOF
+cat $O/journal-fields.txt
+grep -q "roles: .*'assistant'.*'user'\|roles: .*'user'.*'assistant'" $O/journal-fields.txt && grep -q APPLIANCE_LATENCY_MS $O/journal-fields.txt
+ok $? "journald: both sides of the turns with APPLIANCE_ fields" "$(head -1 $O/journal-fields.txt)"
+
+step "appliance check on the real card and chip (service stopped: it holds them)"
+systemctl stop appliance
+sox -n -r 48000 -c 1 -b 16 /root/noise.wav synth 20 pinknoise vol 0.3
+aplay -q -D $FAR /root/noise.wav & NOISE=$!
+unshare -m bash -c "mount --bind /etc/appliance/fake-cpuinfo /proc/cpuinfo && \
+    GPIOZERO_PIN_FACTORY=lgpio CREDENTIALS_DIRECTORY=/etc/appliance timeout 120 $A check" > $O/check.txt 2>&1; rc=$?
+kill $NOISE 2>/dev/null; wait $NOISE 2>/dev/null
+cat $O/check.txt
+missing=""; for c in microphone speaker button led realtime; do grep -qE "^ok +$c" $O/check.txt || missing="$missing $c"; done
+[ $rc = 0 ] && [ -z "$missing" ]; ok $? "appliance check: microphone, speaker, button, LED, cloud pass" "rc $rc${missing:+; not ok:$missing}"
+systemctl start appliance; wait_for 30 status_is "idle, connected"
+
+step "device loss: modprobe -r snd-aloop while idle, then back"
+s0=$(date +%s); PID=$(main_pid)
+rmmod_ok=1
+for i in $(seq 10); do modprobe -r snd-aloop 2>/dev/null && { rmmod_ok=0; break; }; sleep 1; done
+echo "modprobe -r rc=$rmmod_ok after $i tries"; lsmod | grep -c snd_aloop
+wait_for 30 status_is "error, audio*"; rc=$?; echo "$(show StatusText)"
+[ $rmmod_ok = 0 ] && [ $rc = 0 ]; ok $? "the card unloaded while idle: error state, STATUS says why" "$(show StatusText)"
+modprobe snd-aloop
+wait_for 60 status_is "idle, connected"; rc=$?
+[ $rc = 0 ] && [ "$(main_pid)" = "$PID" ]; ok $? "the card back: idle again without a restart" "$(show StatusText); pid $PID -> $(main_pid)"
+journal_since $s0 | tail -8
+
+step "SIGHUP reloads"
+s0=$(date +%s); PID=$(main_pid)
+sed -i 's/^  volume: .*/  volume: 0.8/' /etc/appliance/config.yaml
+systemctl reload appliance; rc=$?
+wait_for 15 bash -c "journalctl -u appliance --since @$s0 -o cat | grep -q '^reloaded '"
+[ $rc = 0 ] && [ $? = 0 ] && [ "$(main_pid)" = "$PID" ]; ok $? "systemctl reload (SIGHUP) re-reads the config, same process"
+
+step "watchdog: SIGSTOP, systemd kills and restarts it"
+PID=$(main_pid); n0=$(show NRestarts); t=$(date +%s.%N); kill -STOP $PID
+wait_for 60 bash -c "p=\$(systemctl show -p MainPID --value appliance); [ \"\$p\" != $PID ] && [ \"\$p\" != 0 ]"
+echo "after $(el $t) s: MainPID $PID -> $(main_pid), NRestarts $n0 -> $(show NRestarts)"
+journalctl -u appliance -b --no-pager | grep -i watchdog | tail -2
+journalctl -u appliance -b --no-pager | grep -qi 'watchdog timeout'; ok $? "watchdog: a stopped daemon is killed and restarted" "$(el $t) s"
+wait_for 60 status_is "idle, connected"
+
+step "SIGTERM: stops within 3 s with STOPPING=1"
+t=$(date +%s.%N); s0=$(date +%s); systemctl stop appliance; d=$(el $t)
+journal_since $s0 | tail -4
+r=$(show Result)
+awk -v d=$d 'BEGIN { exit !(d < 3.0) }' && [ "$r" = success ] && journal_since $s0 | grep -q '^stopping'
+ok $? "systemctl stop: clean exit within 3 s" "$d s, Result=$r"
+systemctl start appliance
+
+step "reboot"
+echo snd-aloop > /etc/modules-load.d/vmtest.conf   # the box's sound card is there at boot
+touch /var/lib/vmtest/phase1
+sync
+echo "######## phase 1 done at $(el) s"
+systemctl reboot
+exit 0
+fi
+
+# ---- phase 2: after the reboot ---------------------------------------------------------------
+step "after the reboot"
+setup_devices >/dev/null 2>&1 || true
+start_rt_server || true
+PORT=$(cat /run/rt.port 2>/dev/null)
+# The test server's port changed with the reboot: the service (started at boot) retries; give
+# it the new address and restart, as an owner would after changing the config.
+systemctl is-enabled appliance
+active=$(systemctl is-active appliance)
+ok $([ "$active" = active ] && echo 0 || echo 1) "after a reboot the service came back by itself" "$active; $(show StatusText)"
+sed -i "s|^  url: .*|  url: \"ws://127.0.0.1:$PORT/v1/realtime/openai\"|" /etc/appliance/config.yaml
+systemctl restart appliance; wait_for 30 status_is "idle, connected"
+ok $? "after a reboot: idle, connected" "$(show StatusText)"
+
+step "uninstall, then purge: nothing left behind"
+cd /root/appliance
+rm -rf /etc/systemd/system/appliance.service.d   # the test's own drop-in
+./install.sh --uninstall > $O/uninstall.log 2>&1; rc=$?; cat $O/uninstall.log
+left=""
+for p in /opt/appliance /etc/systemd/system/appliance.service /etc/systemd/system/multi-user.target.wants/appliance.service \
+         /etc/udev/rules.d/60-appliance-gpio.rules /run/appliance; do [ -e $p ] && left="$left $p"; done
+getent passwd appliance >/dev/null && left="$left user:appliance"
+systemctl is-active --quiet appliance && left="$left running"
+[ -e /etc/appliance/config.yaml ] || left="$left (config gone)"
+[ $rc = 0 ] && [ -z "$left" ]; ok $? "install.sh --uninstall: service, app, user, udev rule gone; config kept" "${left:-clean}"
+./install.sh --purge > $O/purge.log 2>&1; rc=$?; cat $O/purge.log
+left=""; for p in /etc/appliance /var/lib/appliance; do [ -e $p ] && left="$left $p"; done
+ls /etc/systemd/system | grep -i appliance && left="$left unit-files"
+[ "$(systemctl list-units --all --no-legend 'appliance*' | wc -l)" = 0 ] || left="$left unit-loaded"
+[ $rc = 0 ] && [ -z "$left" ]; ok $? "install.sh --purge: nothing left behind" "${left:-clean}"
+echo "######## phase 2 done at $(el) s"
+echo done > $O/done
+systemctl poweroff
