@@ -180,10 +180,13 @@ class _Conn:
 class RealtimeTestServer:
     """The Realtime API test double. See the module docstring and the attributes below."""
 
-    def __init__(self, *, api_key: str = "test-key", output_rate: int = 44100) -> None:
+    def __init__(
+        self, *, api_key: str = "test-key", output_rate: int = 44100, port: int = 0
+    ) -> None:
         self.api_key = api_key
         self.output_rate = output_rate
         self.host = "127.0.0.1"
+        self._listen_port = port  # 0: a free one (tests/vm/ gives a fixed one, across a reboot)
         self.port: int | None = None
         # Scenario scripting.
         self.answers: collections.deque[Answer] = collections.deque()
@@ -249,7 +252,7 @@ class RealtimeTestServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self._listen_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

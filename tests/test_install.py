@@ -115,7 +115,7 @@ def test_syntax_and_help():
     result = subprocess.run(
         [str(ROOT / "install.sh"), "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--dev", "--api-key-file F", "--root DIR", "--uninstall", "--purge"):
+    for option in ("--dev", "--api-key-file F", "--root DIR", "--wheelhouse DIR", "--uninstall"):
         assert option in result.stdout
     bad = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2
@@ -125,6 +125,23 @@ def test_syntax_and_help():
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("install.sh: --dev takes no other option")
+
+
+def test_wheelhouse_installs_without_the_index(installed, tmp_path):
+    # --wheelhouse DIR: pip may take packages from DIR only (tests/vm/ installs this way with no
+    # network). An empty one cannot satisfy the build backend, so the install stops at pip.
+    src = checkout_copy(tmp_path / "src", installed.src)
+    (src / "appliance" / "wheelhouse_probe.py").write_text("# makes the app reinstall\n")
+    tree = tree_copy(installed.tree, tmp_path / "tree")
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    result = install(src, "--root", tree, "--wheelhouse", empty, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "No matching distribution found for setuptools" in output, output[-2000:]
+    assert "pypi" not in output.lower()
+    bad = install(src, "--root", tree, "--wheelhouse", tmp_path / "nowhere", check=False)
+    assert bad.returncode == 2 and "--wheelhouse" in bad.stderr
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
