@@ -12,6 +12,7 @@
 #               server's libraries          python3, the guest's own: the guest compiles nothing) (~1 min)
 # Needs root and the host's apt mirror (the only network used; the guest has none).
 set -euo pipefail
+exec 3>&1 1>&2   # stdout is for the three lines at the end only; the tools' chatter goes to stderr
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 project=$(cd "$here/../.." && pwd)
 CACHE=${VM_CACHE:-/var/cache/appliance-vm}
@@ -114,6 +115,6 @@ if [ ! -e "$WH/.done" ]; then
     log "wheelhouse in $(( $(ts) - s )) s"
     prune wheels "$WH"
 fi
-echo "IMAGE=$IMG"
-echo "WHEELS=$WH/wheels"
-echo "SRVLIB=$WH/srvlib"
+echo "IMAGE=$IMG" >&3
+echo "WHEELS=$WH/wheels" >&3
+echo "SRVLIB=$WH/srvlib" >&3
