@@ -10,11 +10,15 @@
 #   ./install.sh --dev         make .venv in this checkout with the package (editable),
 #                              the hardware libraries and the test tools
 #   --api-key-file F           take the API key from F instead of asking (replaces a different one)
+#   --wheelhouse DIR           install the Python packages from the wheels in DIR only, without
+#                              the network (pip --no-index --find-links DIR; also with --dev).
+#                              DIR needs pip, setuptools, wheel and the app's dependencies: e.g.
+#                              pip wheel -w DIR pip setuptools wheel '.[hardware]'
 #   --root DIR                 install into the directory tree DIR (image builders, tests):
 #                              no apt, no systemctl, no `appliance check`; the user is created
 #                              in DIR only if DIR/etc/passwd exists
 #   --uninstall                stop and remove the service, /opt/appliance, the appliance command
-#                              in /usr/local/bin and the user appliance;
+#                              in /usr/local/bin, the user appliance and the GPIO udev rule;
 #                              keeps /etc/appliance (config and key) and /var/lib/appliance
 #   --purge                    --uninstall, and remove /etc/appliance and /var/lib/appliance too
 #   -h, --help                 this help
@@ -33,6 +37,7 @@ mode=install
 purge=0
 root=""
 api_key_file=""
+pip_source=()   # where pip takes packages from: the index, or only a wheelhouse
 python=${PYTHON:-python3}
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -41,6 +46,7 @@ die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 usage_error() { printf 'install.sh: %s (see --help)\n' "$*" >&2; exit 2; }
 
 dev=0
+wheelhouse=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dev) dev=1 ;;
@@ -50,14 +56,20 @@ while [ $# -gt 0 ]; do
         --root=*) root=${1#*=} ;;
         --api-key-file) [ $# -ge 2 ] || usage_error "--api-key-file needs a file"; api_key_file=$2; shift ;;
         --api-key-file=*) api_key_file=${1#*=} ;;
+        --wheelhouse) [ $# -ge 2 ] || usage_error "--wheelhouse needs a directory"; wheelhouse=$2; shift ;;
+        --wheelhouse=*) wheelhouse=${1#*=} ;;
         -h|--help) usage; exit 0 ;;
         *) usage_error "unknown option: $1" ;;
     esac
     shift
 done
+if [ -n "$wheelhouse" ]; then
+    [ -d "$wheelhouse" ] || usage_error "--wheelhouse $wheelhouse: no such directory"
+    pip_source=(--no-index --find-links "$(cd "$wheelhouse" && pwd -P)")
+fi
 if [ "$dev" = 1 ]; then
     if [ "$mode" != install ] || [ -n "$root" ] || [ -n "$api_key_file" ]; then
-        usage_error "--dev takes no other option"
+        usage_error "--dev takes no other option but --wheelhouse"
     fi
     mode=dev
 fi
@@ -92,8 +104,8 @@ ensure_apt() {
 make_venv() {  # make_venv DIR PIP-ARGS...
     local venv=$1; shift
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q "$@"
+    "$venv/bin/python" -m pip install -q "${pip_source[@]}" --upgrade pip
+    "$venv/bin/python" -m pip install -q "${pip_source[@]}" "$@"
 }
 
 if [ "$mode" = dev ]; then
@@ -127,8 +139,31 @@ unit_dir="$prefix/etc/systemd/system"
 unit="$unit_dir/appliance.service"
 USER_NAME=appliance
 USER_GROUPS=(audio gpio)
+# /dev/gpiochip* for the group gpio: Raspberry Pi OS has a rule for it (raspberrypi-sys-mods);
+# other Debian systems leave the chips root:root 0600, and this rule of ours fixes that.
+udev_rule="$prefix/etc/udev/rules.d/60-appliance-gpio.rules"
+UDEV_RULE_TEXT='# Installed by the appliance'"'"'s install.sh: the GPIO chips for the group gpio (as on Raspberry Pi OS).
+SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"'
 
 systemd_runs() { [ "$rooted" = 0 ] && [ -d /run/systemd/system ]; }
+udev_runs() { [ "$rooted" = 0 ] && [ -S /run/udev/control ] && command -v udevadm >/dev/null 2>&1; }
+# Another rule (Raspberry Pi OS's) already gives the GPIO chips to the group gpio.
+gpio_rule_elsewhere() {
+    local f
+    for f in "$prefix"/etc/udev/rules.d/*.rules "$prefix"/lib/udev/rules.d/*.rules \
+             "$prefix"/usr/lib/udev/rules.d/*.rules; do
+        [ -f "$f" ] && [ "$f" != "$udev_rule" ] || continue
+        grep -qE '^[^#]*(gpiochip|SUBSYSTEM=="gpio").*GROUP="gpio"' "$f" && return 0
+    done
+    return 1
+}
+# Apply the rules to the chips there are now (the group was made before the rule: no reboot).
+udev_apply() {
+    udev_runs || return 0
+    udevadm control --reload
+    udevadm trigger --subsystem-match=gpio --action=change
+    udevadm settle --timeout=10 || true
+}
 
 # Users and groups: the host's, or DIR's with --root (only when DIR has a user database).
 useropt=()
@@ -173,6 +208,10 @@ if [ "$mode" = uninstall ]; then
     fi
     if [ -e "$opt" ]; then
         rm -rf "$opt"; say "removed $opt"; did=1
+    fi
+    if [ -e "$udev_rule" ]; then
+        rm -f "$udev_rule"; say "removed $udev_rule"; did=1
+        udev_apply
     fi
     if can_manage_users && user_exists "$USER_NAME"; then
         userdel "${useropt[@]}" "$USER_NAME"
@@ -383,6 +422,22 @@ elif [ ! -s "$etc/api-key" ]; then
     key=""
 fi
 [ -e "$etc/api-key" ] && fix_perm "$etc/api-key" 600 root
+
+# The GPIO chips' group, where the system does not give them to gpio already.
+if gpio_rule_elsewhere; then
+    if [ -e "$udev_rule" ]; then
+        rm -f "$udev_rule"; say "removed $udev_rule: the system's own rule gives the GPIO chips to gpio"
+        changed=1
+    fi
+else
+    mkdir -p "$(dirname "$udev_rule")"
+    rule_tmp=$(mktemp); printf '%s\n' "$UDEV_RULE_TEXT" > "$rule_tmp"
+    if put_file "$rule_tmp" "$udev_rule" 644 root; then
+        say "installed $udev_rule (/dev/gpiochip* for the group gpio)"; restart=1
+        udev_apply
+    fi
+    rm -f "$rule_tmp"
+fi
 
 # The unit.
 mkdir -p "$unit_dir"

@@ -114,6 +114,7 @@ class Appliance:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._audio_failed: dict[str, str] = {}
+        self._gpio_fault: str | None = None  # the GPIO button and LED failed on a box with GPIO
         self._retry: tuple[float, str] | None = None  # (when, why) the link tries again
         self.link: SessionSupervisor | None = None
         self.trace: TraceWriter | None = None  # realtime.trace_file, one per link
@@ -210,6 +211,14 @@ class Appliance:
             **kwargs,
         )
 
+    def _panel_fault(self) -> None:
+        """A box whose button cannot be opened is broken: the error state, like a lost device."""
+        was, self._gpio_fault = self._gpio_fault, getattr(self.panel, "fault", None)
+        if self._gpio_fault is not None:
+            self.shell.post(sm.AudioLost(f"GPIO: {self._gpio_fault}"))
+        elif was is not None and not self._audio_failed:
+            self.shell.post(sm.AudioBack())
+
     def _panel_event(self, event: sm.Event) -> None:
         if self.shell is not None:
             self.shell.post(event)
@@ -274,6 +283,7 @@ class Appliance:
         self.panel.show(sm.State.STARTING)
         for where, error in self._audio_failed.items():
             self.shell.post(sm.AudioLost(f"{where}: {error}"))
+        self._panel_fault()
         self.link.start()
         self._link_pump = self._spawn(self._pump_link(self.link))
         self._spawn(self._pump_mic(self.capture))
@@ -346,6 +356,7 @@ class Appliance:
             state == "running"
             and self._audio_failed.pop(where, None) is not None
             and not self._audio_failed
+            and self._gpio_fault is None
             and self.shell is not None
         ):
             self.shell.post(sm.AudioBack())
@@ -357,8 +368,13 @@ class Appliance:
         if self.shell is None or self.link is None:
             return "starting"
         state = self.shell.machine.state.value
+        faults = []
         if self._audio_failed:
-            return f"{state}, audio: " + "; ".join(self._audio_failed.values())
+            faults.append("audio: " + "; ".join(self._audio_failed.values()))
+        if self._gpio_fault is not None:
+            faults.append(f"GPIO: {self._gpio_fault}")
+        if faults:
+            return f"{state}, " + "; ".join(faults)
         if self.link.connected:
             return f"{state}, connected"
         if self._retry is not None:
@@ -473,6 +489,7 @@ class Appliance:
             self.panel = self._open_panel()
             self.shell.panel = self.panel
             self.panel.show(self.shell.machine.state)
+            self._panel_fault()
         if new.control.socket != old.control.socket:
             await self._move_control_socket(old, new)
         self.shell.machine.rules = self._rules()

@@ -255,7 +255,8 @@ class RealtimeTestServer(ClientEventHandlers):
 
     `profile`: "yandex-2026" (default), "openai" or "legacy" (or a `Profile`); `output_rate`:
     the rate the server sends audio at and reports in session.updated whatever the client
-    asked (default: the profile's, 44100 for Yandex, 24000 for OpenAI).
+    asked (default: the profile's, 44100 for Yandex, 24000 for OpenAI); `port`: 0 for a free
+    one (tests/vm/ gives a fixed one, across a reboot).
     """
 
     def __init__(
@@ -264,11 +265,13 @@ class RealtimeTestServer(ClientEventHandlers):
         profile: str | rp.Profile = rp.YANDEX_2026,
         api_key: str = "test-key",
         output_rate: int | None = None,
+        port: int = 0,
     ) -> None:
         self.profile: rp.Profile = rp.get_profile(profile)
         self.api_key = api_key
         self.output_rate = output_rate or self.profile.default_output_rate
         self.host = "127.0.0.1"
+        self._listen_port = port  # 0: a free one (tests/vm/ gives a fixed one, across a reboot)
         self.port: int | None = None
         # Scenario scripting.
         self.answers: collections.deque[Answer] = collections.deque()
@@ -384,7 +387,7 @@ class RealtimeTestServer(ClientEventHandlers):
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self._listen_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

@@ -156,3 +156,26 @@ async def test_a_bad_config_exits_78_with_one_line(tmp_path):
         f"appliance: {config}:3: realtime.output_rate: must be one of 0, 8000, 16000, 22050, "
         "24000, 44100, 48000 (got 44000)"
     )
+
+
+async def test_gpio_that_cannot_be_opened_under_the_service_is_the_error_state(server, tmp_path):
+    # gpiozero's mock factory with plain pins (no PWM for the LED): the pins cannot be opened,
+    # as on the real chip when lgpio could not make its pipe (tests/vm/ found that). Under the
+    # service (stdin not a terminal) that is the error state with its reason, not an info line.
+    notify = NotifySocket(tmp_path / "notify.sock")
+    box = PacedBox(tmp_path, server.url, SECRET)
+    box.config.write_text(
+        box.config.read_text().replace("gpio:\n  enabled: false\n", "gpio:\n  enabled: true\n")
+    )
+    await box.start(env={"NOTIFY_SOCKET": notify.path, "GPIOZERO_PIN_FACTORY": "mock"})
+    try:
+        status = await box.wait_status(lambda s: s["connected"], timeout=15)
+        assert status["state"] == "error"
+        line = (await notify.wait("READY", "1"))["STATUS"]
+        assert line.startswith("error, GPIO: "), line
+        assert "GPIO button and LED cannot be used: " in box.log()
+        # The button on the control socket does nothing while the box is broken.
+        await box.command("press")
+        assert (await box.status())["state"] == "error"
+    finally:
+        assert await box.stop() == 0

@@ -21,6 +21,7 @@ from appliance.audio.devices import (
     find_device,
     format_device_table,
     list_devices,
+    open_pyaudio,
     pick_rate,
 )
 
@@ -189,3 +190,30 @@ def test_devices_command_without_any_device(tmp_path, virtual_alsa):
         "appliance devices: PortAudio finds no sound device "
         "(no sound card, or ALSA is not configured for this user)\n"
     )
+
+
+# What libjack wrote to stderr at every start of the service (tests/vm/ found it in the
+# journal): under the unit's system call filter it cannot start its message thread.
+LIBJACK_UNDER_THE_UNIT = (
+    "Cannot create thread res = 1\n"
+    "JackMessageBuffer::Create cannot start thread\n"
+    "Cannot create message buffer\n"
+    "Cannot connect to server socket err = No such file or directory\n"
+    "Cannot connect to server request channel\n"
+    "jack server is not running or cannot be started\n"
+    "JackShmReadWritePtr::~JackShmReadWritePtr - Init not done for -1, skipping unlock\n"
+)
+
+
+def test_open_pyaudio_keeps_libjack_off_stderr_and_never_starts_a_server(capfd, monkeypatch):
+    monkeypatch.delenv("JACK_NO_START_SERVER", raising=False)
+    seen = {}
+
+    def factory():
+        seen["no_start"] = os.environ.get("JACK_NO_START_SERVER")
+        os.write(2, (LIBJACK_UNDER_THE_UNIT + "something else\n").encode())
+        return "pa"
+
+    assert open_pyaudio(factory) == "pa"
+    assert seen["no_start"] == "1"
+    assert capfd.readouterr().err == "something else\n"

@@ -115,7 +115,7 @@ def test_syntax_and_help():
     result = subprocess.run(
         [str(ROOT / "install.sh"), "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--dev", "--api-key-file F", "--root DIR", "--uninstall", "--purge"):
+    for option in ("--dev", "--api-key-file F", "--root DIR", "--wheelhouse DIR", "--uninstall"):
         assert option in result.stdout
     bad = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2
@@ -125,6 +125,23 @@ def test_syntax_and_help():
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("install.sh: --dev takes no other option")
+
+
+def test_wheelhouse_installs_without_the_index(installed, tmp_path):
+    # --wheelhouse DIR: pip may take packages from DIR only (tests/vm/ installs this way with no
+    # network). An empty one cannot satisfy the build backend, so the install stops at pip.
+    src = checkout_copy(tmp_path / "src", installed.src)
+    (src / "appliance" / "wheelhouse_probe.py").write_text("# makes the app reinstall\n")
+    tree = tree_copy(installed.tree, tmp_path / "tree")
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    result = install(src, "--root", tree, "--wheelhouse", empty, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "No matching distribution found for setuptools" in output, output[-2000:]
+    assert "pypi" not in output.lower()
+    bad = install(src, "--root", tree, "--wheelhouse", tmp_path / "nowhere", check=False)
+    assert bad.returncode == 2 and "--wheelhouse" in bad.stderr
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
@@ -163,6 +180,27 @@ def test_first_install(installed):
     assert "start it with: systemctl enable --now appliance" in out
     assert "skipped appliance check with --root" in out
     assert "installed into" in out
+    # Stock Debian leaves /dev/gpiochip* root:root 0600: a udev rule gives them to gpio.
+    rule = tree / "etc/udev/rules.d/60-appliance-gpio.rules"
+    assert mode(rule) == 0o644
+    rules = [ln for ln in rule.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert rules == ['SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"']
+    assert f"installed {rule}" in out
+
+
+def test_no_gpio_rule_where_the_system_has_one(installed, tmp_path):
+    # Raspberry Pi OS (raspberrypi-sys-mods) gives the GPIO chips to gpio itself: no rule of
+    # ours; one left from before is removed.
+    tree = tree_copy(installed.tree, tmp_path / "tree")
+    pi_rules = tree / "usr/lib/udev/rules.d"
+    pi_rules.mkdir(parents=True)
+    (pi_rules / "99-com.rules").write_text(
+        'SUBSYSTEM=="input", GROUP="input", MODE="0660"\n'
+        'SUBSYSTEM=="gpio", GROUP="gpio", MODE="0660"\n'
+    )
+    result = install(installed.src, "--root", tree, "--api-key-file", installed.key_file)
+    assert not (tree / "etc/udev/rules.d/60-appliance-gpio.rules").exists()
+    assert "the system's own rule gives the GPIO chips to gpio" in result.stdout
 
 
 def test_second_run_changes_nothing(installed):
@@ -308,6 +346,7 @@ def test_uninstall_keeps_config_and_purge_removes_it(installed):
     assert not (tree / "usr/local/bin/appliance").is_symlink()
     assert f"removed {tree}/usr/local/bin/appliance" in result.stdout
     assert not (tree / "opt/appliance").exists()
+    assert not (tree / "etc/udev/rules.d/60-appliance-gpio.rules").exists()
     assert not (tree / "etc/systemd/system/appliance.service").exists()
     assert not (wants / "appliance.service").is_symlink()
     assert (tree / "etc/appliance/config.yaml").exists()

@@ -499,9 +499,14 @@ async def test_open_panel_no_pin_factory_is_one_info_line(monkeypatch, caplog):
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")
     with caplog.at_level(logging.INFO):
         panel = open_panel(
-            GpioConfig(), ButtonConfig(), asyncio.get_running_loop(), Recorder(), stdin=None
+            GpioConfig(),
+            ButtonConfig(),
+            asyncio.get_running_loop(),
+            Recorder(),
+            stdin=None,
+            gpio_chips=lambda: False,  # a laptop: no /dev/gpiochip*
         )
-    assert isinstance(panel, NullPanel)
+    assert isinstance(panel, NullPanel) and panel.fault is None
     assert panel_log(caplog) == [
         (
             logging.INFO,
@@ -512,17 +517,70 @@ async def test_open_panel_no_pin_factory_is_one_info_line(monkeypatch, caplog):
     ]
 
 
-async def test_open_panel_broken_gpio_warns_and_frees_the_led(factory, caplog):
+class FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_open_panel_broken_gpio_by_hand_warns_and_frees_the_led(factory, caplog):
     # The button on the LED's pin: the LED is claimed, the button fails, the LED is let go.
+    # Run by hand (stdin a terminal): a warning, and the terminal is tried as the button.
     gpio = GpioConfig(button_pin=18)
     with caplog.at_level(logging.INFO):
         panel = open_panel(
-            gpio, ButtonConfig(), asyncio.get_running_loop(), Recorder(), pin_factory=factory
+            gpio,
+            ButtonConfig(),
+            asyncio.get_running_loop(),
+            Recorder(),
+            pin_factory=factory,
+            stdin=FakeTty(),
+            out=io.StringIO(),
         )
-    assert isinstance(panel, NullPanel)
-    (level, message), _ = panel_log(caplog)
+    # (A StringIO is no real terminal: the terminal panel fails next, a NullPanel is left.)
+    assert getattr(panel, "fault", None) is None
+    (level, message), *_ = panel_log(caplog)
     assert level == logging.WARNING and message.startswith("GPIO button and LED not used: ")
     PWMLED(18, pin_factory=factory).close()
+
+
+async def test_open_panel_broken_gpio_under_the_service_is_a_fault(factory, caplog):
+    # Under systemd (no terminal) the same failure is a broken box: an error line, and the
+    # NullPanel carries the reason for the daemon's error state.
+    gpio = GpioConfig(button_pin=18)
+    with caplog.at_level(logging.INFO):
+        panel = open_panel(
+            gpio,
+            ButtonConfig(),
+            asyncio.get_running_loop(),
+            Recorder(),
+            pin_factory=factory,
+            stdin=None,
+        )
+    assert isinstance(panel, NullPanel)
+    assert panel.fault and "18" in panel.fault
+    (level, message), _ = panel_log(caplog)
+    assert level == logging.ERROR
+    assert message == f"GPIO button and LED cannot be used: {panel.fault}"
+    PWMLED(18, pin_factory=factory).close()
+
+
+async def test_open_panel_no_pin_factory_on_a_box_with_gpio_chips_is_a_fault(monkeypatch, caplog):
+    # lgpio failing to load on a Pi (as when it cannot make its pipe: tests/vm/ found that)
+    # leaves gpiozero with no factory at all; the chips are there, so the box is broken.
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")
+    with caplog.at_level(logging.INFO):
+        panel = open_panel(
+            GpioConfig(),
+            ButtonConfig(),
+            asyncio.get_running_loop(),
+            Recorder(),
+            stdin=None,
+            gpio_chips=lambda: True,
+        )
+    assert isinstance(panel, NullPanel)
+    assert panel.fault == "no GPIO on this machine (Unable to find pin factory 'no-such-factory')"
+    assert panel_log(caplog)[0][0] == logging.ERROR
 
 
 async def test_open_panel_without_pwm_falls_back(caplog):

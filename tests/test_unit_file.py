@@ -138,6 +138,26 @@ def test_identity_credentials_and_directories(unit):
     assert s["UMask"] == ["0077"]
 
 
+def writable_dirs(s: dict[str, list[str]]) -> list[str]:
+    """Where the service may write under ProtectSystem=strict (its own directories)."""
+    dirs = [f"/run/{d}" for v in s.get("RuntimeDirectory", []) for d in v.split()]
+    dirs += [f"/var/lib/{d}" for v in s.get("StateDirectory", []) for d in v.split()]
+    dirs += [d.lstrip("-") for v in s.get("ReadWritePaths", []) for d in v.split()]
+    return dirs
+
+
+def test_lgpio_has_a_writable_directory_for_its_pipe(unit):
+    # lgpio creates its notification FIFO in $LG_WD, else in the working directory (/ when the
+    # unit sets none): read-only under ProtectSystem=strict, so the GPIO button and LED failed
+    # to open on a real chip (tests/vm/ found it).
+    s = unit["Service"]
+    assert s["ProtectSystem"] == ["strict"]
+    env = dict(item.split("=", 1) for value in s.get("Environment", []) for item in value.split())
+    where = env.get("LG_WD") or s.get("WorkingDirectory", ["/"])[-1].lstrip("-")
+    where = where.replace("%t", "/run").replace("%S", "/var/lib")
+    assert any(where == d or where.startswith(d + "/") for d in writable_dirs(s)), where
+
+
 def test_the_key_is_never_in_the_environment(unit):
     s = unit["Service"]
     for key in ("Environment", "EnvironmentFile", "PassEnvironment", "SetCredential"):

@@ -29,11 +29,18 @@ Kind = Literal["input", "output"]
 
 STANDARD_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
 
-# What libjack prints when no JACK server runs: dropped.
+# What libjack prints when PortAudio's JACK host API looks for a server: dropped. No JACK server
+# runs on the box, so that host API never comes up and the ALSA one is used. The first three:
+# no server. The last three: under the unit (SystemCallFilter=~@resources makes
+# sched_setscheduler fail with EPERM) libjack cannot even start its message thread, before it
+# looks for a server (tests/vm/ found them in the journal at every start).
 _JACK_NOISE = (
     "Cannot connect to server",
     "jack server is not running",
     "JackShmReadWritePtr",
+    "Cannot create thread res = ",
+    "JackMessageBuffer::Create cannot start thread",
+    "Cannot create message buffer",
 )
 # ALSA's and PortAudio's own diagnostics: logged at debug level.
 _LIBRARY_CHATTER = ("ALSA lib ", "Expression '")
@@ -114,7 +121,12 @@ def _sort_chatter(text: str) -> None:
 
 
 def open_pyaudio(factory: Callable[[], Any] | None = None) -> Any:
-    """``factory()`` (default ``pyaudio.PyAudio``) inside :func:`quiet_stderr`."""
+    """``factory()`` (default ``pyaudio.PyAudio``) inside :func:`quiet_stderr`.
+
+    libjack is told never to start a JACK server (it would try to run ``jackd``): PortAudio's
+    JACK host API only looks for a running one, finds none, and stays off.
+    """
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
     if factory is None:
         import pyaudio
 

@@ -5,7 +5,10 @@ In order:
 1. GPIO, when ``gpio.enabled`` and gpiozero can load a pin factory (lgpio on a Pi) and claim
    both pins. If it cannot, ONE line says why (info when this machine has no GPIO at all, as
    on a laptop; a warning when it has GPIO but the pins failed, as when another process holds
-   them) and the next choice is tried.
+   them) and the next choice is tried. Under the service (stdin not a terminal) on a machine
+   that has GPIO, a failure is a fault instead: an error line, and the :class:`NullPanel` that
+   comes back carries it in ``fault`` (the daemon goes to the error state and says why: a box
+   whose button does not work is broken, not merely "without GPIO").
 2. The terminal (:class:`~appliance.panel.terminal.TerminalPanel`), when stdin is a TTY:
    someone is running the service by hand.
 3. :class:`NullPanel`: nothing to press, nothing to light (under systemd on a box without the
@@ -23,6 +26,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from appliance.config.schema import ButtonConfig, GpioConfig
@@ -43,7 +47,14 @@ class Panel(Protocol):
 
 
 class NullPanel:
-    """No button, no LED: state changes are logged at debug level."""
+    """No button, no LED: state changes are logged at debug level.
+
+    ``fault`` is why the GPIO button and LED could not be opened on a box that has them (None
+    when there is simply no GPIO to use).
+    """
+
+    def __init__(self, fault: str | None = None) -> None:
+        self.fault = fault
 
     def show(self, state: State) -> None:
         log.debug("state: %s", state.value)
@@ -102,14 +113,24 @@ def open_panel(
     stdin: Any = sys.stdin,
     out: TextIO | None = None,
     pin_factory: Any = None,
+    gpio_chips: Callable[[], bool] | None = None,
 ) -> Panel:
-    """The best panel this machine has: GPIO, else the terminal, else a :class:`NullPanel`."""
+    """The best panel this machine has: GPIO, else the terminal, else a :class:`NullPanel`.
+
+    ``gpio_chips()`` tells whether the machine has GPIO at all (default: a ``/dev/gpiochip*``).
+    """
+    fault = None
     if gpio.enabled:
         try:
             panel = open_gpio(gpio, button, loop, on_event, pin_factory=pin_factory)
         except Exception as e:
-            level = logging.INFO if _no_gpio_here(e) else logging.WARNING
-            log.log(level, "GPIO button and LED not used: %s", _why(e))
+            has_gpio = not _no_gpio_here(e) or (gpio_chips or _has_gpio_chips)()
+            if has_gpio and not _isatty(stdin):
+                fault = _why(e)
+                log.error("GPIO button and LED cannot be used: %s", fault)
+            else:
+                level = logging.WARNING if has_gpio else logging.INFO
+                log.log(level, "GPIO button and LED not used: %s", _why(e))
         else:
             log.info("button on BCM %d, LED on BCM %d (GPIO)", gpio.button_pin, gpio.led_pin)
             return panel
@@ -123,7 +144,7 @@ def open_panel(
             log.info("the terminal is the button: %s", hints[State.IDLE])
             return panel
     log.info("no GPIO and no terminal: the control socket is the only button")
-    return NullPanel()
+    return NullPanel(fault)
 
 
 def _no_gpio_here(e: BaseException) -> bool:
@@ -131,6 +152,11 @@ def _no_gpio_here(e: BaseException) -> bool:
     # gpiozero's BadPinFactory ("Unable to load any default pin factory!") is an ImportError,
     # as is gpiozero itself missing: both mean a development machine, not a broken box.
     return isinstance(e, ImportError)
+
+
+def _has_gpio_chips() -> bool:
+    """A GPIO chip device exists (a Pi; not a laptop or a build machine, as a rule)."""
+    return any(Path("/dev").glob("gpiochip*"))
 
 
 def _why(e: BaseException) -> str:
