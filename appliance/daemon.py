@@ -211,13 +211,14 @@ class Appliance:
             **kwargs,
         )
 
-    def _panel_fault(self) -> None:
-        """A box whose button cannot be opened is broken: the error state, like a lost device."""
+    async def _panel_fault(self) -> None:
+        """A box whose button cannot be opened is broken: the error state, like a lost device
+        (handled before READY=1, so the first STATUS already says so)."""
         was, self._gpio_fault = self._gpio_fault, getattr(self.panel, "fault", None)
         if self._gpio_fault is not None:
-            self.shell.post(sm.AudioLost(f"GPIO: {self._gpio_fault}"))
+            await self.shell.handle(sm.AudioLost(f"GPIO: {self._gpio_fault}"))
         elif was is not None and not self._audio_failed:
-            self.shell.post(sm.AudioBack())
+            await self.shell.handle(sm.AudioBack())
 
     def _panel_event(self, event: sm.Event) -> None:
         if self.shell is not None:
@@ -283,7 +284,7 @@ class Appliance:
         self.panel.show(sm.State.STARTING)
         for where, error in self._audio_failed.items():
             self.shell.post(sm.AudioLost(f"{where}: {error}"))
-        self._panel_fault()
+        await self._panel_fault()
         self.link.start()
         self._link_pump = self._spawn(self._pump_link(self.link))
         self._spawn(self._pump_mic(self.capture))
@@ -489,7 +490,7 @@ class Appliance:
             self.panel = self._open_panel()
             self.shell.panel = self.panel
             self.panel.show(self.shell.machine.state)
-            self._panel_fault()
+            await self._panel_fault()
         if new.control.socket != old.control.socket:
             await self._move_control_socket(old, new)
         self.shell.machine.rules = self._rules()

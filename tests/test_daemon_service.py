@@ -163,7 +163,7 @@ async def test_gpio_that_cannot_be_opened_under_the_service_is_the_error_state(s
     # as on the real chip when lgpio could not make its pipe (tests/vm/ found that). Under the
     # service (stdin not a terminal) that is the error state with its reason, not an info line.
     notify = NotifySocket(tmp_path / "notify.sock")
-    box = PacedBox(tmp_path, server.url, SECRET)
+    box = PacedBox(tmp_path, server, SECRET)
     box.config.write_text(
         box.config.read_text().replace("gpio:\n  enabled: false\n", "gpio:\n  enabled: true\n")
     )
