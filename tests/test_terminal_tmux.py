@@ -55,6 +55,19 @@ class Tmux:
             time.sleep(0.05)
 
     def kill(self) -> None:
+        # kill-server only hangs up the panes, and a SIGHUP is a reload to `appliance run`:
+        # end what runs in each pane first (TERM, then KILL), so no daemon outlives the test.
+        panes = subprocess.run(
+            ["tmux", "-L", self.socket, "list-panes", "-a", "-F", "#{pane_pid}"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+        ).stdout.split()
+        for sig in ("TERM", "KILL"):
+            for pid in panes:
+                subprocess.run(["pkill", f"-{sig}", "-P", pid], capture_output=True)
+            if sig == "TERM":
+                time.sleep(0.5)
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"], capture_output=True, env=self.env
         )
