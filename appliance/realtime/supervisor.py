@@ -552,25 +552,22 @@ class SessionSupervisor:
         """One attempt; on failure report it, wait the backoff (or the cap) and return None."""
         try:
             return await self._open(self._http)
-        except AuthRefused as exc:
+        except (AuthRefused, SetupRefused) as exc:
+            # Refused, not unreachable: something for the owner to fix. Slowly, never a loop.
             delay = self.backoff.at_cap()
             self.last_error = str(exc)
-            self._throttle.log(
-                log, logging.ERROR, "auth", "%s; check the key; retrying every %.0f s", exc, delay
-            )
-            await self._events.put(AuthRejected(str(exc), delay))
-        except SetupRefused as exc:
-            delay = self.backoff.at_cap()
-            self.last_error = str(exc)
+            auth = isinstance(exc, AuthRefused)
             self._throttle.log(
                 log,
                 logging.ERROR,
-                "setup",
-                "%s; check the realtime settings; retrying every %.0f s",
+                exc.kind,
+                "%s; check the %s; retrying every %.0f s",
                 exc,
+                "key" if auth else "realtime settings",
                 delay,
             )
-            await self._events.put(SetupRejected(str(exc), delay))
+            rejected = AuthRejected if auth else SetupRejected
+            await self._events.put(rejected(str(exc), delay))
         except LinkError as exc:
             delay = self.backoff.next_delay()
             self.last_error = str(exc)
