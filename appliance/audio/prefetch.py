@@ -68,4 +68,8 @@ class BlockPrefetch:
         self._room.release()  # a reader waiting for room wakes up and sees the close
 
     async def aclose(self) -> None:
+        """Stop reading and wait (a bounded time, off the loop) until the thread has ended: a
+        reader thread still inside libsndfile, soxr or an import when the interpreter shuts
+        down can abort the process (``ask`` with a refused key exited -6 now and then)."""
         self.close()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
