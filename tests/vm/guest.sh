@@ -138,7 +138,7 @@ step "config: the test server; the service restarted"
 wait $RT_STARTER; ok $? "the project's Realtime test server runs in the guest"
 cat $O/rt_server.log
 PORT=$(cat /run/rt.port)
-sed -i "s|^  url: .*|  url: \"ws://127.0.0.1:$PORT/v1/realtime/openai\"|; s|^  folder_id: \"\"|  folder_id: \"b1gvmtest0000\"|" /etc/appliance/config.yaml
+sed -i "s|^  url: .*|  url: \"ws://127.0.0.1:$PORT/v1/realtime\"|; s|^  folder_id: \"\"|  folder_id: \"b1gvmtest0000\"|" /etc/appliance/config.yaml
 # The card itself by name ("Loopback: PCM (hw:N,0)", whatever its index after a re-plug), not
 # ALSA's `default` (plug over dmix/dsnoop): through that, alsa-lib 1.2.8 aborted the daemon
 # (pcm_plugin.c:572: snd_pcm_plugin_status assertion) on the loopback card, 3 times in 2 runs.
