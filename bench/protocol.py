@@ -32,15 +32,9 @@ def _pcm(rate: int, chunk_ms: int, seconds: int = 60) -> list[bytes]:
     return [samples[i : i + step] for i in range(0, len(samples), step)]
 
 
-def _cpu_ms(fn) -> float:
-    start = time.process_time()
-    fn()
-    return (time.process_time() - start) * 1000
-
-
-def measure(repeat: int) -> dict[str, float]:
-    up_chunks = _pcm(UP_RATE, UP_CHUNK_MS)
-    down_frames = [
+def audio_delta_frames() -> list[str]:
+    """A minute of ``response.output_audio.delta`` frames, as the server sends them."""
+    return [
         json.dumps(
             {
                 "type": "response.output_audio.delta",
@@ -54,6 +48,17 @@ def measure(repeat: int) -> dict[str, float]:
         )
         for i, chunk in enumerate(_pcm(DOWN_RATE, DOWN_CHUNK_MS))
     ]
+
+
+def _cpu_ms(fn) -> float:
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1000
+
+
+def measure(repeat: int) -> dict[str, float]:
+    up_chunks = _pcm(UP_RATE, UP_CHUNK_MS)
+    down_frames = audio_delta_frames()
 
     def up() -> None:
         for chunk in up_chunks:

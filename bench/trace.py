@@ -18,47 +18,21 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from protocol import DOWN_CHUNK_MS, DOWN_RATE, UP_CHUNK_MS, UP_RATE, _pcm  # noqa: E402
+from protocol import UP_CHUNK_MS, UP_RATE, _cpu_ms, _pcm, audio_delta_frames  # noqa: E402
 
 from appliance.protocol.client_events import encode, input_audio_append  # noqa: E402
 from appliance.protocol.parser import parse_server_event  # noqa: E402
 from appliance.realtime.trace import DEFAULT_MAX_BYTES, TraceWriter  # noqa: E402
 
 
-def _down_frames() -> list[str]:
-    import base64
-
-    return [
-        json.dumps(
-            {
-                "type": "response.output_audio.delta",
-                "event_id": f"evt_{i}",
-                "response_id": "resp_1",
-                "item_id": "item_1",
-                "output_index": 0,
-                "content_index": 0,
-                "delta": base64.b64encode(chunk).decode(),
-            }
-        )
-        for i, chunk in enumerate(_pcm(DOWN_RATE, DOWN_CHUNK_MS))
-    ]
-
-
-def _cpu_ms(fn) -> float:
-    start = time.process_time()
-    fn()
-    return (time.process_time() - start) * 1000
-
-
 def measure(repeat: int) -> dict[str, float]:
     up_chunks = _pcm(UP_RATE, UP_CHUNK_MS)
-    down_frames = _down_frames()
+    down_frames = audio_delta_frames()
     folder = Path(tempfile.mkdtemp(prefix="trace-bench-"))
 
     def up(trace: TraceWriter | None) -> None:
