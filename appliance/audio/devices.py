@@ -45,6 +45,11 @@ _JACK_NOISE = (
 # ALSA's and PortAudio's own diagnostics: logged at debug level.
 _LIBRARY_CHATTER = ("ALSA lib ", "Expression '")
 _STDERR_LOCK = threading.Lock()
+# PortAudio is one library per process and not thread-safe: initialising, terminating, opening,
+# starting, stopping and closing streams must not run in two threads at once (the capture and
+# playback workers did, and the VM's device-loss test saw the daemon abort). Every such call,
+# from any module, holds this lock; it is re-entrant so helpers may nest.
+PORTAUDIO_LOCK = threading.RLock()
 
 log = logging.getLogger(__name__)
 
