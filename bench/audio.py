@@ -9,9 +9,12 @@ Full duplex at a 48 kHz device rate (the usual USB card), for ``--seconds``:
 
 It prints the callback cost (µs per callback, p50/p99, both directions), CPU-ms per minute of
 full-duplex audio (the harness threads that play the sound card are measured and subtracted),
-the capture latency (the last sample of a chunk captured by the callback -> that chunk ready to
-send) and the playback latency (an answer delta handed to Playback -> its first sample returned
-by the output callback), p50/p99 each.
+the floor measured in the same run (the same PortAudio streams on the same virtual devices with
+empty callbacks) and the ratio of the two (goal: at most 1.5), the capture latency (the last
+sample of a chunk captured by the callback -> that chunk ready to send; the microphone is
+drained every 100 ms, so this is up to 100 ms by design: a release sends the rest at once) and
+the playback latency (an answer delta handed to Playback -> its first sample returned by the
+output callback), p50/p99 each.
 
     .venv/bin/python bench/audio.py [--seconds 20] [--period-ms 20] [--json]
 """
@@ -251,7 +254,8 @@ async def measure(seconds: float, period_ms: int) -> dict:
         "callback_us_p50": round(pct(callbacks, 50), 1),
         "callback_us_p99": round(pct(callbacks, 99), 1),
         "cpu_ms_per_min": round(cpu_ms / wall * 60, 1),
-        "cpu_ms_per_min_device_baseline": round(baseline, 1),
+        "floor_cpu_ms_per_min": round(baseline, 1),
+        "cpu_ratio": round(cpu_ms / wall * 60 / baseline, 2) if baseline > 0 else None,
         "callback_ms_per_min": round(sum(callbacks) / 1000 / wall * 60, 1),
         "capture_latency_ms_p50": round(pct(capture_latency, 50), 2),
         "capture_latency_ms_p99": round(pct(capture_latency, 99), 2),
@@ -285,14 +289,14 @@ def main() -> None:
         f"({r['callbacks']} callbacks)"
     )
     print(
-        f"CPU: {r['cpu_ms_per_min']} CPU-ms per minute of full-duplex audio (target <= 300); "
-        f"of it, PortAudio and the virtual devices alone (empty callbacks): "
-        f"{r['cpu_ms_per_min_device_baseline']}; inside our callbacks: "
-        f"{r['callback_ms_per_min']}"
+        f"CPU: {r['cpu_ms_per_min']} CPU-ms per minute of full-duplex audio; the floor "
+        f"(PortAudio and the virtual devices with empty callbacks, same run): "
+        f"{r['floor_cpu_ms_per_min']}; ratio {r['cpu_ratio']} (goal <= 1.5); inside our "
+        f"callbacks: {r['callback_ms_per_min']}"
     )
     print(
-        f"capture latency: p50 {r['capture_latency_ms_p50']} ms, "
-        f"p99 {r['capture_latency_ms_p99']} ms (target <= {target})"
+        f"capture latency (drained every 100 ms): p50 {r['capture_latency_ms_p50']} ms, "
+        f"p99 {r['capture_latency_ms_p99']} ms"
     )
     print(
         f"playback latency: p50 {r['playback_latency_ms_p50']} ms, "

@@ -123,6 +123,7 @@ class _Stream:
         self.period = max(1, round(rate * owner.config.period_ms / 1000))
         self.ring = ChunkRing(max(2, round(ring_s * 1000 / owner.config.period_ms)))
         self.resampler = StreamResampler(rate, owner.api_rate, quality=SPEECH_QUALITY)
+        self.passthrough = channels == 1 and rate == owner.api_rate  # nothing to convert
         self.stream: Any = None
         self.started = False  # the PortAudio stream is started (set by the worker thread)
         self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
@@ -393,7 +394,13 @@ class Capture:
             return b""
         arrived = active.last_callback
         data = active.ring.take()
-        self.callbacks += len(data) // (2 * active.channels * active.period) if data else 0
+        if not data:
+            if not final:
+                return b""
+        else:
+            self.callbacks += len(data) // (2 * active.channels * active.period)
+            if active.passthrough and self.echo is None:
+                return data  # mono at the API's rate: the callback's bytes are the chunk
         frames = np.frombuffer(data, dtype="<i2")
         if active.channels > 1:
             frames = to_mono(
