@@ -523,13 +523,13 @@ class Capture:
         except asyncio.CancelledError:
             raise
         except AudioDeviceError as exc:
+            await self._close(terminate=True, wait_s=CALL_WAIT_S)  # then say so: it is closed
             self._fail(str(exc))
-            await self._close(terminate=True, wait_s=CALL_WAIT_S)
             return
         except Exception as exc:
             log.debug("opening the microphone failed", exc_info=True)
-            self._fail(f"cannot open the microphone: {_port_audio_error(exc)}")
             await self._close(terminate=True, wait_s=CALL_WAIT_S)
+            self._fail(f"cannot open the microphone: {_port_audio_error(exc)}")
             return
         if active is None:  # stopped or suspended meanwhile
             return
@@ -652,8 +652,9 @@ class Capture:
             if self._pa is None:
                 self._pa = open_pyaudio(self._pa_factory)
             pa = self._pa
-            device = find_device(pa, self.config.input_device, "input")
-            channels, rate = self._format(pa, device)
+            with quiet_stderr():  # probing rates prints ALSA's failures for the rejected ones
+                device = find_device(pa, self.config.input_device, "input")
+                channels, rate = self._format(pa, device)
             active = _Stream(self, device, rate, channels, self._ring_s)
             callback = active.timed_callback if self.echo is not None else active.callback
             try:
@@ -690,7 +691,8 @@ class Capture:
         with PORTAUDIO_LOCK:
             if active.stream is None or not active.started:
                 return
-            active.stream.stop_stream()
+            with quiet_stderr():
+                active.stream.stop_stream()
             active.started = False
 
     def _format(self, pa: Any, device: DeviceInfo) -> tuple[int, int]:
@@ -713,7 +715,7 @@ class Capture:
 
     def _close_blocking(self, active: _Stream | None, terminate: bool) -> None:
         """(worker thread) Close the stream, and terminate PortAudio if we own it."""
-        with PORTAUDIO_LOCK:
+        with PORTAUDIO_LOCK, quiet_stderr():  # a lost device's errors: one line, ours
             if active is not None and active.stream is not None:
                 if active.started:
                     active.started = False
