@@ -210,7 +210,7 @@ class Capture:
         self.channels = 0
         self.callbacks = 0  # callbacks' chunks taken from the ring (each callback gives one)
         self.callback_errors = 0  # kept for the status figures: the callback cannot fail
-        self.starts = 0  # times the stream was started (a press, a follow-up window...)
+        self.starts = 0  # starts of the stream that delivered audio (at start, at each press...)
         self.last_listen: ListenTiming | None = None  # the latest listen(True) that started it
 
         self._pa: Any = None
@@ -428,6 +428,7 @@ class Capture:
         """(loop thread, once per start, from the callback) The started stream delivers."""
         if active is not self._active:
             return
+        self.starts += 1  # counted with last_listen, so a reader of both sees them agree
         timing = self._pending
         if timing is not None and active.start_called_at >= timing.asked_at:
             timing.start_called_at = active.start_called_at
@@ -567,7 +568,6 @@ class Capture:
             return False
         if not start:
             return True
-        self.starts += 1
         try:
             async with asyncio.timeout(self._stall_s):
                 await first.wait()
