@@ -254,9 +254,10 @@ class PacedBox:
 
     def _feed_mic(self, fd: int) -> None:
         """A microphone: 20 ms on schedule. The box stops its stream at rest, and a stopped
-        stream hears nothing: silence that finds the pipe full is dropped (nonblocking writes),
-        and the schedule never catches up on missed periods in a burst. Speech that finds the
-        pipe full waits for the next period (the owner speaks once the box listens)."""
+        stream hears nothing (a card's buffer starts empty at each start): while a period
+        still waits unread in the pipe, silence is dropped and speech waits for the next
+        period (the owner speaks once the box listens), and the schedule never catches up on
+        missed periods in a burst."""
         os.set_blocking(fd, False)
         step = int(MIC_RATE * PERIOD_S)
         silence = np.zeros(step, dtype="<i2").tobytes()
@@ -281,10 +282,12 @@ class PacedBox:
             if delay > 0:
                 time.sleep(delay)
             n += 1
+            if self._mic_backlog() >= len(chunk):
+                continue  # nobody reads (the stream is stopped): silence is lost, speech waits
             try:
                 os.write(fd, chunk)  # one period: less than PIPE_BUF, so all or nothing
             except BlockingIOError:
-                continue  # nobody reads (the stream is stopped): silence is lost, speech waits
+                continue
             except OSError:
                 return
             pending = pending[step * 2 :]
