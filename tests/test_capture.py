@@ -240,7 +240,7 @@ async def test_missing_device_fails_then_recovers(virtual_alsa, caplog):
         )
         assert (cap.state, cap.error) == ("failed", message)
         assert cap._pa is None  # PortAudio is terminated while the device fails
-        await asyncio.sleep(1.7)  # two more tries, backing off: at 0.5 s and 1.5 s
+        await asyncio.sleep(2.5)  # two more tries, backing off: at 0.5 s and 1.5 s (not 3.5)
         assert cap.state == "failed"
         records = [r for r in caplog.records if r.name == LOGGER]
         warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
