@@ -261,6 +261,9 @@ class Appliance:
         for warning in provider_warnings(self.config):
             log.warning("%s", warning)
         self.capture, self.playback = self._new_audio()
+        # The microphone is opened and heard from once (a missing one is the error state at
+        # once), then rests stopped until somebody listens (a press, hands-free mode).
+        self.capture.listen(False)
         await self.capture.start()
         await self.playback.start()
         self.link = self._new_link()
@@ -625,5 +628,10 @@ def _audio_figures(part: Any) -> dict:
         "callbacks",
         "callback_errors",
         "last_flush_ms",
+        # the microphone: times its stream was started, whether it runs now, and the latest
+        # start's press -> first captured sample (bench/idle.py's press_to_capture_ms)
+        "starts",
+        "streaming",
+        "press_to_capture_ms",
     )
     return {n: getattr(part, n) for n in names if hasattr(part, n)}

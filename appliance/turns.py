@@ -123,6 +123,9 @@ class TurnShell:
         # (button.min_press_ms): a short press sends nothing at all.
         self._held: list[bytes] | None = None
         self._hold_until = 0.0
+        # What the capture held at the release (since its last 100 ms chunk): sent before
+        # the commit, so the end of the question is not cut.
+        self._tail = b""
         self._drain_task: asyncio.Task | None = None
         self._turn_done = asyncio.Event()
         self._busy: set[asyncio.Task] = set()
@@ -356,6 +359,7 @@ class TurnShell:
             case sm.DiscardInput():
                 self._mic(False)
                 self._held = None  # a short press: its audio never left the box
+                self._tail = b""
                 await self.link.discard_input()
             case sm.CancelResponse():
                 await self._cancel()
@@ -395,6 +399,8 @@ class TurnShell:
             handle.cancel()
 
     def _mic(self, on: bool) -> None:
+        if not on and self._sending and self.mic is not None:
+            self._tail = self.mic.take_tail()  # before the stream stops: nothing is lost
         self._sending = on
         if self.mic is not None:
             self.mic.listen(on)
@@ -415,14 +421,19 @@ class TurnShell:
         self._words.clear()
         self._in_samples = 0
         self._held = None
+        self._tail = b""
 
     async def _commit(self) -> None:
         turn = self.turn
         assert turn is not None
         turn.released_at = time.monotonic()
         held, self._held = self._held, None
-        if held:  # the press counted: what it held goes first
-            await self._send_audio(b"".join(held))
+        tail, self._tail = self._tail, b""
+        # The press counted: what it held goes first, then what the capture took at the
+        # release; both before the commit.
+        pcm = b"".join(held or ()) + tail
+        if pcm:
+            await self._send_audio(pcm)
             if self.turn is not turn:
                 return  # sending failed and ended the turn
         if turn.audio_in_ms < MIN_COMMIT_MS:

@@ -253,12 +253,20 @@ class PacedBox:
     # ---- the paced devices (threads: they block on the pipes) --------------------------
 
     def _feed_mic(self, fd: int) -> None:
+        """A microphone: 20 ms on schedule. The box stops its stream at rest, and a stopped
+        stream hears nothing (a card's buffer starts empty at each start): while a period
+        still waits unread in the pipe, silence is dropped and speech waits for the next
+        period (the owner speaks once the box listens), and the schedule never catches up on
+        missed periods in a burst."""
+        os.set_blocking(fd, False)
         step = int(MIC_RATE * PERIOD_S)
         silence = np.zeros(step, dtype="<i2").tobytes()
         pending = b""
         start = time.monotonic()
         n = 0
         while not self._stop.is_set():
+            if time.monotonic() - (start + n * PERIOD_S) > 2 * PERIOD_S:
+                start, n = time.monotonic(), 0  # late (a loaded machine): no burst to catch up
             if self.mic_gone:  # the device is gone: nothing reaches the pipe
                 delay = start + n * PERIOD_S - time.monotonic()
                 if delay > 0:
@@ -267,22 +275,25 @@ class PacedBox:
                 continue
             if len(pending) < step * 2 and self._mic_queue:
                 pending += np.asarray(self._mic_queue.popleft(), dtype="<i2").tobytes()
-            chunk, pending = (
-                (pending[: step * 2], pending[step * 2 :]) if pending else (silence, b"")
-            )
+            chunk = pending[: step * 2] if pending else silence
             spoken = 0 if chunk is silence else len(chunk)
             chunk = chunk.ljust(step * 2, b"\0")
             delay = start + n * PERIOD_S - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            n += 1
+            if self._mic_backlog() >= len(chunk):
+                continue  # nobody reads (the stream is stopped): silence is lost, speech waits
             try:
-                os.write(fd, chunk)
+                os.write(fd, chunk)  # one period: less than PIPE_BUF, so all or nothing
+            except BlockingIOError:
+                continue
             except OSError:
                 return
+            pending = pending[step * 2 :]
             if spoken:
                 with self._lock:
                     self.unsaid_bytes = max(0, self.unsaid_bytes - spoken)
-            n += 1
 
     def _read_speaker(self, fd: int) -> None:
         step = int(self.speaker_rate * PERIOD_S) * 2

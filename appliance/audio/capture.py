@@ -1,32 +1,39 @@
-"""The microphone: a PortAudio input stream feeding 24 kHz mono PCM16 chunks to asyncio.
+"""The microphone: a PortAudio input stream, started only while somebody listens.
 
 How it is wired::
 
     PortAudio callback thread                asyncio loop thread
     -------------------------                -------------------
-    _Stream.callback(in_data)                Capture.chunks()
-      ring.write(samples)  ---- SampleRing ---> ring.read(one period)
-      loop.call_soon_threadsafe(wake) -------> Event set -> to_mono -> StreamResampler
-                                               -> yield PCM16 LE bytes at 24 kHz
+    _Stream.callback(in_data)                Capture.chunks(), every DRAIN_S (100 ms)
+      ring.append(in_data)  ---- ChunkRing ---> ring.take() -> to_mono -> StreamResampler
+                                               -> yield PCM16 LE bytes at the API's rate
+                                             Capture.take_tail() at a release: the rest, now
 
-The callback only copies into the ring and, if no wake-up is pending yet, schedules one with
-``call_soon_threadsafe``; it never blocks, never touches an asyncio object and never raises
-(an exception is counted in ``callback_errors`` and the stream continues). If nobody reads,
-the ring (about 2 s) drops the oldest audio and counts it: fresh audio matters more.
+The callback appends the bytes PortAudio gave it to a deque and returns; nothing else (no
+counters, no clock, no loop wake-up), except once per start, when its first call tells the loop
+that audio flows. The loop takes everything every 100 ms, so one resampling and one append
+carry 100 ms; at a release :meth:`Capture.take_tail` takes what came since the last drain (the
+resampler's tail included), so the turn commits all of the question.
 
-A supervisor task watches the stream every 0.1 s. A device that fails to open, or a stream
-that stops delivering (no callback for ``stall_s``, or PortAudio says it is no longer active),
-sets ``state`` to "failed" with a one-line ``error``, logs ONE warning for the whole outage,
-and is tried again every ``retry_s``, each time with a new PortAudio instance (PortAudio lists
-devices only when it is initialised, so a replugged USB microphone needs a new one; note that
-``Pa_Initialize`` is reference counted: a new enumeration happens only once every PyAudio
-instance in the process is terminated). When audio flows again, state is "running" and one
-info line says so. Nothing ever raises out of the supervisor.
+At rest the stream is STOPPED (opened, not started): no PortAudio thread, no callbacks, and on
+the asyncio side nothing but tasks waiting on events. ``listen(True)`` (a press, hands-free
+mode, a follow-up window) starts it; ``listen(False)`` stops it. At :meth:`Capture.start` the
+device is opened, started until its first callback (it works), then stopped unless somebody
+listens; ``state`` is "running" for a device that works, stream started or not.
 
-PyAudio calls (initialise, open, close, terminate) run one at a time in short-lived daemon
-threads, so a slow enumeration does not stall the loop and a stream that hangs on close
-(a dead device, a dry named pipe in tests) cannot hang ``stop()``: it is left to finish in
-the background after 0.4 s.
+A device that fails to open or start, or a started stream that stops delivering (no new audio
+for ``stall_s``), sets ``state`` to "failed" with a one-line ``error``, logs ONE warning for the
+whole outage, closes the stream and terminates PortAudio, and is tried again after ``retry_s``,
+then less and less often (up to 4x ``retry_s``), with debug lines only. PortAudio lists devices
+only when it is initialised, and ``Pa_Initialize`` is reference counted: a replugged microphone
+is seen once every PyAudio instance in the process is terminated (see
+:meth:`Capture.suspend_device`). When it works again, state is "running" and one info line says
+so. A device lost while the stream rests is found at the next start (a press): failed, not a hang.
+
+Every PortAudio call (initialise, open, start, stop, close, terminate) holds
+:data:`appliance.audio.devices.PORTAUDIO_LOCK` and runs in a short-lived daemon thread, so a
+slow enumeration does not stall the loop and a stream that hangs (a dead device, a dry named
+pipe in tests) cannot hang the loop: it is left to finish in the background.
 """
 
 from __future__ import annotations
@@ -34,15 +41,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyaudio
 
 from appliance.audio.devices import (
+    PORTAUDIO_LOCK,
     AudioDeviceError,
     DeviceInfo,
     find_device,
@@ -51,81 +59,119 @@ from appliance.audio.devices import (
     quiet_stderr,
 )
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler, to_mono
-from appliance.audio.ring import SampleRing
+from appliance.audio.ring import ChunkRing
 from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
 
 OUTPUT_RATE = 24000  # what the Realtime API takes by default: 24 kHz mono PCM16
-CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn when input_rate is 0
-CHECK_S = 0.1  # how often the supervisor looks at the stream
+CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn (after the API's) when input_rate is 0
+DRAIN_S = 0.1  # how often the loop takes the ring while listening: 100 ms appends
+WATCH_S = 0.25  # how often a started stream is checked for new audio
+CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
+BACKOFF_MAX = 4  # retries slow down to this many times retry_s
 
 StateCallback = Callable[[str, str], Any]
+_CONTINUE = (None, pyaudio.paContinue)
 
 
-def _port_audio_error(exc: OSError) -> str:
+def _port_audio_error(exc: BaseException) -> str:
     """``[Errno -9996] Invalid input device`` -> ``Invalid input device (PortAudio -9996)``."""
-    if isinstance(exc.errno, int) and exc.strerror:
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.strerror:
         return f"{exc.strerror} (PortAudio {exc.errno})"
     return str(exc) or type(exc).__name__
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A PortAudio call given up on may still fail later: that is no news (no asyncio warning)."""
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass
+class ListenTiming:
+    """One ``listen(True)`` that started the stream: when, and when capture began.
+
+    ``capture_began_at`` is the later of the start call and the first callback less one period
+    (a sound card calls back once a period is captured; a backlog in a test pipe comes at once).
+    """
+
+    asked_at: float
+    start_called_at: float = 0.0
+    first_callback_at: float = 0.0
+    capture_began_at: float = 0.0
+
+    @property
+    def press_to_capture_ms(self) -> float | None:
+        if not self.capture_began_at:
+            return None
+        return (self.capture_began_at - self.asked_at) * 1000
+
+
 class _Stream:
-    """One opened stream and what belongs to it: ring, resampler, callback, counters.
+    """One opened stream and what belongs to it: ring, resampler, callback.
 
     A new one per (re)open, so a late callback of an old stream can only touch its own ring.
     """
 
     def __init__(self, owner: Capture, device: DeviceInfo, rate: int, channels: int, ring_s: float):
-        self.owner = owner
         self.device = device
         self.rate = rate
         self.channels = channels
         self.period = max(1, round(rate * owner.config.period_ms / 1000))
-        self.ring = SampleRing(max(self.period * 2, int(rate * ring_s)), channels)
+        self.ring = ChunkRing(max(2, round(ring_s * 1000 / owner.config.period_ms)))
         self.resampler = StreamResampler(rate, owner.api_rate, quality=SPEECH_QUALITY)
+        self.passthrough = channels == 1 and rate == owner.api_rate  # nothing to convert
         self.stream: Any = None
-        self.opened_at = time.monotonic()
-        self.last_callback = 0.0  # monotonic time of the last callback; 0: none yet
-        self.callbacks = 0
+        self.started = False  # the PortAudio stream is started (set by the worker thread)
+        self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
+        self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
+        self._loop = owner._loop
+        self._first_audio = owner._first_audio
+        self._append = self.ring.append
+        self._armed = False  # the next callback is the first since a start: tell the loop
 
-    def callback(self, in_data: bytes | None, frame_count: int, time_info: Any, status: int):
-        """PortAudio's thread: copy into the ring, wake the loop; nothing else, never raise."""
-        owner = self.owner
-        try:
-            self.callbacks += 1
-            owner.callbacks += 1
-            self.last_callback = time.monotonic()
-            if status & pyaudio.paInputOverflow:
-                owner.input_overflows += 1
-            if owner._paused and owner.state == "running":
-                # Nobody listens: keep the stream alive, do no work. (Until a new stream is
-                # seen running, its callbacks still wake the loop, which notes it is back.)
-                return None, pyaudio.paContinue
-            if in_data:
-                self.ring.write(np.frombuffer(in_data, dtype=np.int16))
-            if not owner._wake_pending:
-                owner._wake_pending = True
-                owner._loop.call_soon_threadsafe(owner._wake)
-        except Exception:
-            owner.callback_errors += 1
-        return None, pyaudio.paContinue
+    def arm(self) -> None:
+        self._armed = True
+
+    def callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
+        """PortAudio's thread: keep the bytes; nothing else (once per start: tell the loop)."""
+        self._append(in_data)
+        if self._armed:
+            self._first(time.monotonic())
+        return _CONTINUE
+
+    def timed_callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
+        """The callback when an echo canceller needs to know when audio arrived."""
+        self._append(in_data)
+        self.last_callback = now = time.monotonic()
+        if self._armed:
+            self._first(now)
+        return _CONTINUE
+
+    def _first(self, now: float) -> None:
+        self._armed = False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._first_audio, self, now)
 
 
 class Capture:
-    """The microphone of ``config`` (an AudioConfig) as an async stream of 24 kHz PCM16 chunks.
+    """The microphone of ``config`` (an AudioConfig) as an async stream of PCM16 chunks.
 
     ``async with Capture(config) as mic: async for chunk in mic.chunks(): ...`` or
-    ``await start()`` / ``await stop()``. ``start()`` returns once the device is running or has
-    failed (then it keeps retrying in the background); it never raises for a device problem.
+    ``await start()`` / ``await stop()``. ``start()`` returns once the device has delivered
+    audio or has failed (then it keeps retrying in the background); it never raises for a
+    device problem. A new Capture listens; ``listen(False)`` before ``start()`` makes it rest.
 
     ``pa_factory`` makes the PyAudio instance (default ``pyaudio.PyAudio``); with
     ``owns_pa=False`` the instance is shared: never terminated, and made once. ``channels``
     forces the channel count (tests, odd devices); by default mono if the device can, else its
     channel count clamped to 1..2, downmixed. ``on_state(state, error)`` is called in the loop
-    thread whenever ``state`` or ``error`` changes.
+    thread whenever ``state`` or ``error`` changes. ``api_rate`` is the rate of the chunks
+    (``realtime.input_rate``); a device that has it is opened at it, so nothing is resampled.
+    ``drain_s`` is how often chunks() takes the ring (tests of clockless devices: less).
     """
 
     def __init__(
@@ -141,10 +187,12 @@ class Capture:
         stall_s: float = 1.0,
         echo: tuple[Any, Any] | None = None,
         api_rate: int = OUTPUT_RATE,
+        drain_s: float = DRAIN_S,
     ) -> None:
         self.config = config
-        self.api_rate = api_rate  # the rate chunks() hands out (realtime.input_rate)
-        # echo cancellation: (EchoCanceller, ReferenceTap) applied in chunks(), or None
+        self.drain_s = drain_s  # tests of clockless file devices drain faster
+        self.api_rate = api_rate
+        # echo cancellation: (EchoCanceller, ReferenceTap) applied to the chunks, or None
         self.echo = echo
         self.input_latency_s = 0.0
         self._loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]  # set by start
@@ -160,35 +208,49 @@ class Capture:
         self.device_name = ""
         self.device_rate = 0
         self.channels = 0
-        self.callbacks = 0
-        self.callback_errors = 0
-        self.input_overflows = 0  # PortAudio's own "input overflow" flags (the device side)
+        self.callbacks = 0  # callbacks' chunks taken from the ring (each callback gives one)
+        self.callback_errors = 0  # kept for the status figures: the callback cannot fail
+        self.starts = 0  # starts of the stream that delivered audio (at start, at each press...)
+        self.last_listen: ListenTiming | None = None  # the latest listen(True) that started it
 
         self._pa: Any = None
-        self._pa_lock = threading.Lock()  # one PyAudio operation at a time, across threads
-        self._active: _Stream | None = None  # written under _pa_lock, read anywhere
+        self._active: _Stream | None = None  # replaced in the loop thread only
         self._past_overruns = 0
-        self._past_dropped = 0
         self._stopped = True
+        self._suspended = False
+        self._listening = True
         self._task: asyncio.Task[None] | None = None
-        self._event: asyncio.Event | None = None
-        self._wake_pending = False
-        self._clears = 0  # clear() calls, so chunks() drops what it holds of the old audio
-        self._paused = False  # see listen()
+        self._kick: asyncio.Event | None = None  # the supervisor has something to do
+        self._retry_now: asyncio.Event | None = None  # end a wait between retries now
+        self._idle: asyncio.Event | None = None  # suspended: the device is closed
+        self._reopen = False  # resume_device(): open with a fresh PortAudio now
+        self._retry_due = False  # the wait before the next retry is over
+        self._audio_wake: asyncio.Event | None = None  # chunks() has a started stream to drain
+        self._first: asyncio.Event | None = None  # the stream's first callback since its start
         self._settled: asyncio.Future[None] | None = None
+        self._failures = 0  # consecutive failed attempts (the retry backoff)
+        self._pending: ListenTiming | None = None  # a listen(True) whose stream is not yet heard
+        self._clears = 0
 
-    # --- counters ---------------------------------------------------------------------------
+    # --- figures ----------------------------------------------------------------------------
 
     @property
     def overruns(self) -> int:
-        """Times the ring had to drop old audio because nobody read it in time."""
+        """Times the ring was found full: audio was dropped because nobody read it in time."""
         active = self._active
         return self._past_overruns + (active.ring.overruns if active else 0)
 
     @property
-    def dropped_frames(self) -> int:
+    def press_to_capture_ms(self) -> float | None:
+        """The latest listen(True) that started the stream: ms until capture began."""
+        timing = self.last_listen
+        return None if timing is None else timing.press_to_capture_ms
+
+    @property
+    def streaming(self) -> bool:
+        """The PortAudio stream is started (callbacks run)."""
         active = self._active
-        return self._past_dropped + (active.ring.dropped_frames if active else 0)
+        return active is not None and active.started
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -200,13 +262,17 @@ class Capture:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the device; return when audio flows or the first attempt has failed."""
+        """Open the device; return when it has delivered audio or the first attempt failed."""
         if self._task is not None:
             return
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         self._stopped = False
-        self._event = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._retry_now = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._audio_wake = asyncio.Event()
+        self._first = asyncio.Event()
         self._settled = self._loop.create_future()
         self._task = self._loop.create_task(self._supervise(), name="capture-supervisor")
         with contextlib.suppress(asyncio.CancelledError):
@@ -224,36 +290,69 @@ class Capture:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        closing = in_daemon_thread(self._close_blocking, True)
-        done, _ = await asyncio.wait({closing}, timeout=CLOSE_WAIT_S)
-        if not done:
-            log.warning("the microphone did not close in time; it is left to close on its own")
-        elif closing.exception() is not None:
-            log.debug("closing the microphone failed: %s", closing.exception())
+        await self._close(terminate=True, wait_s=CLOSE_WAIT_S)
         self._set_state("stopped", "")
-        if self._event is not None:
-            self._event.set()  # ends chunks()
+        if self._audio_wake is not None:
+            self._audio_wake.set()  # ends chunks()
+
+    async def suspend_device(self) -> None:
+        """Close the stream and terminate PortAudio, and try nothing until resume_device().
+
+        For a change in the set of sound cards: once every PyAudio instance in the process is
+        terminated, the next one enumerates the devices again. Idempotent; any state; returns
+        once the device is closed (or after a few seconds if PortAudio hangs).
+        """
+        if self._stopped or self._idle is None:
+            return
+        self._suspended = True
+        self._idle.clear()
+        self._wake_supervisor()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * CALL_WAIT_S + self._stall_s):
+                await self._idle.wait()
+
+    async def resume_device(self) -> None:
+        """Open the device again with a fresh enumeration (after suspend_device(), or to look
+        now rather than at the next retry); the stream rests unless somebody listens. Returns
+        after this attempt: state "running", or "failed" (then the usual quiet retries)."""
+        if self._stopped or self._loop is None:
+            return
+        self._suspended = False
+        self._failures = 0
+        self._reopen = True
+        settled = self._settled = self._loop.create_future()
+        self._wake_supervisor()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(2 * CALL_WAIT_S + self._stall_s + 5):
+                await asyncio.shield(settled)
 
     def listen(self, on: bool) -> None:
-        """Deliver chunks (True) or not (False). Between turns the box needs no microphone
-        audio; paused, the callback keeps the stream alive but copies nothing and wakes
-        nobody, which saves a loop wake-up every period. Resuming starts from fresh audio.
-
-        Call from the loop thread.
+        """Start the stream and deliver chunks (True), or stop it (False). Between turns the
+        box needs no microphone: stopped, it costs nothing. Listening starts from fresh audio.
+        Call from the loop thread; at a push-to-talk release call :meth:`take_tail` first.
         """
-        if on and self._paused:
+        if on == self._listening:
+            return
+        self._listening = on
+        if on:
             self.clear()
-        self._paused = not on
+            now = time.monotonic()
+            if self.streaming:  # not stopped yet since the last listen: it captures already
+                self.last_listen, self._pending = ListenTiming(now, now, now, now), None
+            else:
+                self._pending = ListenTiming(now)
+        else:
+            self._pending = None
+        self._kick_supervisor()
+        if self._audio_wake is not None:
+            self._audio_wake.set()
 
     @property
     def listening(self) -> bool:
-        return not self._paused
+        return self._listening
 
     def clear(self) -> int:
-        """Drop the audio buffered so far (e.g. at a button press); returns frames dropped.
-
-        Call from the loop thread, between chunks.
-        """
+        """Drop the audio buffered so far; returns the chunks dropped. Loop thread."""
         self._clears += 1
         active = self._active
         if active is None:
@@ -261,67 +360,100 @@ class Capture:
         active.resampler.reset()
         return active.ring.clear()
 
-    # --- the asyncio side -------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        """(loop thread, scheduled by the callback) Audio is in the ring."""
-        self._wake_pending = False
-        active = self._active
-        if self.state != "running" and active is not None and active.callbacks:
-            self._running(active)  # the first callback of a new stream: it works
-        if self._event is not None:
-            self._event.set()
+    # --- the asyncio side: draining ----------------------------------------------------------
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """24 kHz mono PCM16 little-endian chunks of at most ``period_ms``, until stop().
+        """Mono PCM16 little-endian chunks at ``api_rate``, until stop().
 
-        One device period at a time is taken from the ring, downmixed and resampled, and sent
-        on at once (a resampler gives a few samples more or less than a period at a time). At
-        24 kHz this is a pass-through: one callback's samples are one chunk, unchanged. While
-        the device is failed this simply waits; audio resumes when it is back. One consumer at
-        a time.
+        While the stream runs and somebody listens, every DRAIN_S all the ring holds is taken,
+        downmixed and resampled, and yielded as one chunk (about 100 ms). Otherwise this waits
+        on an event: no timer runs at rest. One consumer at a time.
         """
-        event = self._event
-        if event is None:
+        wake = self._audio_wake
+        if wake is None:
             raise RuntimeError("Capture.chunks() before start()")
-        size = max(1, round(self.api_rate * self.config.period_ms / 1000))
         while not self._stopped:
-            event.clear()
-            active = self._active
-            while active is not None and not self._stopped:
-                clears = self._clears
-                frames = active.ring.read(active.period)
-                if len(frames) == 0:
-                    break
-                out = active.resampler.process(to_mono(frames))
-                if self.echo is not None and len(out):  # echo cancellation
-                    out = self._cancel_echo(active, out)
-                # Everything the resampler gives is sent at once, in pieces of at most a
-                # period: holding back a short remainder to make equal chunks would add a whole
-                # period of latency whenever the resampler gives a few samples less than one.
-                for start in range(0, len(out), size):
-                    if self._stopped:
-                        break
-                    yield out[start : start + size].astype("<i2", copy=False).tobytes()
-                    if self._clears != clears:  # clear() while the consumer had the chunk
-                        break
-            if not self._stopped:
-                await event.wait()
+            if not (self._listening and self.streaming):
+                wake.clear()
+                await wake.wait()
+                continue
+            await asyncio.sleep(self.drain_s)
+            if self._listening and not self._stopped:
+                pcm = self._drain(final=False)
+                if pcm:
+                    yield pcm
 
-    def _cancel_echo(self, active: _Stream, out: np.ndarray) -> np.ndarray:
+    def take_tail(self) -> bytes:
+        """Everything captured since the last chunk, now, with the resampler's tail: the end of
+        a push-to-talk question, to send before the commit. Loop thread."""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> bytes:
+        active = self._active
+        if active is None:
+            return b""
+        arrived = active.last_callback
+        data = active.ring.take()
+        if not data:
+            if not final:
+                return b""
+        else:
+            self.callbacks += len(data) // (2 * active.channels * active.period)
+            if active.passthrough and self.echo is None:
+                return data  # mono at the API's rate: the callback's bytes are the chunk
+        frames = np.frombuffer(data, dtype="<i2")
+        if active.channels > 1:
+            frames = to_mono(
+                frames[: len(frames) // active.channels * active.channels].reshape(
+                    -1, active.channels
+                )
+            )
+        out = active.resampler.process(frames) if len(frames) else frames
+        if final:
+            tail = active.resampler.flush()
+            if len(tail):
+                out = np.concatenate([out, tail])
+        if self.echo is not None and len(out):
+            out = self._cancel_echo(out, arrived)
+        return out.astype("<i2", copy=False).tobytes()
+
+    def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.
-
-        The chunk's last sample reached the callback about when the newest frame in the ring
-        did, less what is still waiting in the ring (at the device rate)."""
+        The chunk's last sample reached the callback about when its last callback ran."""
         canceller, tap = self.echo  # type: ignore[misc]
-        delivered_at = active.last_callback - len(active.ring) / active.rate
         tap.set_input_latency(self.input_latency_s)
-        return canceller.process(out, tap.read(len(out), delivered_at))
+        return canceller.process(out, tap.read(len(out), arrived or time.monotonic()))
+
+    def _first_audio(self, active: _Stream, at: float) -> None:
+        """(loop thread, once per start, from the callback) The started stream delivers."""
+        if active is not self._active:
+            return
+        self.starts += 1  # counted with last_listen, so a reader of both sees them agree
+        timing = self._pending
+        if timing is not None and active.start_called_at >= timing.asked_at:
+            timing.start_called_at = active.start_called_at
+            timing.first_callback_at = at
+            period_s = active.period / active.rate
+            timing.capture_began_at = max(timing.start_called_at, at - period_s)
+            self.last_listen, self._pending = timing, None
+        if self._first is not None:
+            self._first.set()
 
     # --- the supervisor ---------------------------------------------------------------------
 
+    def _kick_supervisor(self) -> None:
+        if self._kick is not None:
+            self._kick.set()
+
+    def _wake_supervisor(self) -> None:
+        """Kick it, and end a wait between retries (suspend, resume)."""
+        self._kick_supervisor()
+        if self._retry_now is not None:
+            self._retry_now.set()
+
     async def _supervise(self) -> None:
-        """Open, watch, and after a failure wait ``retry_s`` and open again; never raises."""
+        """Open, start and stop as listening asks, watch, retry after a failure; never raises.
+        Every PortAudio call of this Capture is made from here, one at a time."""
         while not self._stopped:
             try:
                 await self._step()
@@ -329,64 +461,146 @@ class Capture:
                 raise
             except Exception as exc:  # a bug here must not end the retries
                 log.debug("capture supervisor error", exc_info=True)
-                self._fail(f"microphone error: {type(exc).__name__}: {exc}")
-                await asyncio.sleep(self.config.retry_s)
+                await self._lose(f"microphone error: {type(exc).__name__}: {exc}")
 
     async def _step(self) -> None:
+        kick = self._kick
+        assert kick is not None and self._idle is not None
+        if self._suspended:
+            if self._active is not None or self._pa is not None:
+                await self._close(terminate=True, wait_s=CALL_WAIT_S)
+            self._idle.set()
+            kick.clear()
+            if self._suspended:
+                await kick.wait()
+            return
+        if self._reopen:  # resume_device(): a fresh PortAudio, now
+            self._reopen = self._retry_due = False
+            if self._active is not None:
+                await self._close(terminate=True, wait_s=CALL_WAIT_S)
+            await self._open()
+            return
         active = self._active
         if active is None:
-            await self._attempt()
-            if self._active is None:
-                await asyncio.sleep(self.config.retry_s)
+            if self.state == "failed" and not self._retry_due:
+                await self._wait_retry()
+                self._retry_due = True
+                return
+            self._retry_due = False
+            await self._open()
             return
-        await asyncio.sleep(CHECK_S)
-        problem = self._health(active)
-        if problem:
-            await self._lose(problem)
-            await asyncio.sleep(self.config.retry_s)
-        elif active.callbacks and self.state != "running":
-            self._running(active)
+        if self._listening != active.started:
+            await self._run_stream(active, self._listening)
+            return
+        kick.clear()
+        if not active.started:
+            await kick.wait()  # at rest: nothing to watch, nothing to poll
+            return
+        # Listening: new audio must keep coming (a new newest chunk, or chunks taken).
+        taken, newest = active.ring.taken, active.ring.newest
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stall_s):
+                await kick.wait()
+                return
+        ring = active.ring
+        if ring.taken == taken and ring.newest is newest and active is self._active:
+            await self._lose(f"{self._describe(active)}: no audio for {self._stall_s:g} s")
 
-    def _health(self, active: _Stream) -> str:
-        """Why ``active`` is not delivering audio, or "" while it is."""
-        now = time.monotonic()
-        last = active.last_callback or active.opened_at
-        if now - last > self._stall_s:
-            if not active.callbacks:
-                return f"{self._describe(active)}: opened but delivers no audio"
-            return f"{self._describe(active)}: no audio for {now - last:.1f} s"
-        try:
-            if not active.stream.is_active():
-                return f"{self._describe(active)}: the stream stopped"
-        except OSError as exc:
-            return f"{self._describe(active)}: {_port_audio_error(exc)}"
-        return ""
+    async def _wait_retry(self) -> None:
+        """Wait before the next attempt: retry_s, doubling, at most BACKOFF_MAX x retry_s
+        (ended early by suspend_device() and resume_device())."""
+        retry = self._retry_now
+        assert retry is not None
+        delay = self.config.retry_s * min(BACKOFF_MAX, 2 ** max(0, self._failures - 1))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await retry.wait()
+        retry.clear()
 
-    async def _attempt(self) -> None:
-        """One try at opening the device; sets state "failed" if it does not work."""
+    async def _open(self) -> None:
+        """One attempt: open the device and start it until its first callback (it works)."""
         try:
-            await in_daemon_thread(self._open_blocking)
+            active = await in_daemon_thread(self._open_blocking, name="capture-open")
         except asyncio.CancelledError:
             raise
         except AudioDeviceError as exc:
+            await self._close(terminate=True, wait_s=CALL_WAIT_S)  # then say so: it is closed
             self._fail(str(exc))
-        except OSError as exc:
-            self._fail(f"cannot open the microphone: {_port_audio_error(exc)}")
+            return
         except Exception as exc:
             log.debug("opening the microphone failed", exc_info=True)
-            self._fail(f"cannot open the microphone: {type(exc).__name__}: {exc}")
+            await self._close(terminate=True, wait_s=CALL_WAIT_S)
+            self._fail(f"cannot open the microphone: {_port_audio_error(exc)}")
+            return
+        if active is None:  # stopped or suspended meanwhile
+            return
+        self._active = active
+        if self._suspended or self._stopped:
+            return  # the next step closes it
+        self.device_name, self.device_rate, self.channels = (
+            active.device.name,
+            active.rate,
+            active.channels,
+        )
+        if await self._run_stream(active, True):
+            self._running(active)
+
+    async def _run_stream(self, active: _Stream, start: bool) -> bool:
+        """Start (and hear from) or stop the stream; on a failure the device is lost."""
+        first = self._first
+        assert first is not None
+        if start:
+            first.clear()
+            active.arm()
+        call = in_daemon_thread(self._start_blocking if start else self._stop_blocking, active)
+        call.add_done_callback(_retrieve)
+        try:
+            async with asyncio.timeout(CALL_WAIT_S):
+                await asyncio.shield(call)
+        except TimeoutError:
+            await self._lose(
+                f"{self._describe(active)}: PortAudio did not {'start' if start else 'stop'} "
+                f"the stream within {CALL_WAIT_S:g} s"
+            )
+            return False
+        except OSError as exc:
+            await self._lose(f"{self._describe(active)}: {_port_audio_error(exc)}")
+            return False
+        if not start:
+            return True
+        try:
+            async with asyncio.timeout(self._stall_s):
+                await first.wait()
+        except TimeoutError:
+            await self._lose(f"{self._describe(active)}: started but delivers no audio")
+            return False
+        if self._audio_wake is not None:
+            self._audio_wake.set()
+        return True
 
     async def _lose(self, problem: str) -> None:
-        """The running stream broke: close it (in the background if it hangs), fail."""
+        """The device broke: fail, close the stream, terminate PortAudio, retry later."""
         self._fail(problem)
-        closing = in_daemon_thread(self._close_blocking, True)
-        await asyncio.wait({closing}, timeout=CLOSE_WAIT_S)
+        await self._close(terminate=True, wait_s=CALL_WAIT_S)
+
+    async def _close(self, terminate: bool, wait_s: float) -> None:
+        active, self._active = self._active, None
+        if active is not None:
+            self._past_overruns += active.ring.overruns
+        closing = in_daemon_thread(self._close_blocking, active, terminate, name="capture-close")
+        closing.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait({closing}, timeout=wait_s)
+        if not done:
+            log.debug("the microphone did not close in time; it is left to close on its own")
+        elif closing.exception() is not None:
+            log.debug("closing the microphone failed: %s", closing.exception())
 
     def _describe(self, active: _Stream) -> str:
         return f"input device {active.device.index} {active.device.name!r}"
 
     def _running(self, active: _Stream) -> None:
         was = self.state
+        self._failures = 0
         self._set_state("running", "")
         what = (
             f"{active.device.index} {active.device.name!r} at {active.rate} Hz, "
@@ -394,45 +608,55 @@ class Capture:
         )
         if was == "failed":
             log.info("microphone is back: %s", what)
-        else:
+        elif was != "running":
             log.info("microphone: %s, %d ms periods", what, self.config.period_ms)
 
     def _fail(self, error: str) -> None:
         error = " ".join(error.splitlines())
+        self._failures += 1
         if self.state != "failed":
             log.warning(
-                "microphone unavailable: %s; retrying every %g s", error, self.config.retry_s
+                "microphone unavailable: %s; retrying every %g s or less often",
+                error,
+                self.config.retry_s,
             )
         else:
             log.debug("microphone still unavailable: %s", error)
         self._set_state("failed", error)
 
+    def _settle(self) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
     def _set_state(self, state: str, error: str) -> None:
         changed = (state, error) != (self.state, self.error)
         self.state, self.error = state, error
-        if self._settled is not None and not self._settled.done() and state != "stopped":
-            self._settled.set_result(None)
+        if state != "stopped":
+            self._settle()
         if changed and self._on_state is not None:
             try:
                 self._on_state(state, error)
             except Exception as exc:
                 log.warning("microphone state callback failed: %s: %s", type(exc).__name__, exc)
 
-    # --- PortAudio, in worker threads -------------------------------------------------------
+    # --- PortAudio, in worker threads, one call at a time in the process ---------------------
 
-    def _open_blocking(self) -> None:
-        """(worker thread) A fresh PortAudio instance, the configured device, a started stream."""
-        with self._pa_lock:
-            if self._stopped:
-                return
+    def _open_blocking(self) -> _Stream | None:
+        """(worker thread) A fresh PortAudio instance, the configured device, an opened stream
+        (not started)."""
+        with PORTAUDIO_LOCK:
+            if self._stopped or self._suspended:
+                return None
             if self._pa is not None and self._owns_pa:
                 self._terminate_locked()
             if self._pa is None:
                 self._pa = open_pyaudio(self._pa_factory)
             pa = self._pa
-            device = find_device(pa, self.config.input_device, "input")
-            channels, rate = self._format(pa, device)
+            with quiet_stderr():  # probing rates prints ALSA's failures for the rejected ones
+                device = find_device(pa, self.config.input_device, "input")
+                channels, rate = self._format(pa, device)
             active = _Stream(self, device, rate, channels, self._ring_s)
+            callback = active.timed_callback if self.echo is not None else active.callback
             try:
                 with quiet_stderr():
                     active.stream = pa.open(
@@ -442,51 +666,61 @@ class Capture:
                         input=True,
                         input_device_index=device.index,
                         frames_per_buffer=active.period,
-                        stream_callback=active.callback,
+                        stream_callback=callback,
                         start=False,
                     )
-                    active.opened_at = time.monotonic()
-                    active.stream.start_stream()
                     with contextlib.suppress(Exception):  # echo cancellation
                         self.input_latency_s = float(active.stream.get_input_latency())
             except OSError as exc:
-                if active.stream is not None:
-                    with contextlib.suppress(Exception):
-                        active.stream.close()
                 raise AudioDeviceError(
                     f"cannot open input device {device.index} {device.name!r} at {rate} Hz, "
                     f"{channels} ch: {_port_audio_error(exc)}"
                 ) from None
-            self._active = active
-            self.device_name, self.device_rate, self.channels = device.name, rate, channels
+            return active
+
+    def _start_blocking(self, active: _Stream) -> None:
+        with PORTAUDIO_LOCK:
+            if active.stream is None or active.started:
+                return
+            active.start_called_at = time.monotonic()
+            with quiet_stderr():
+                active.stream.start_stream()
+            active.started = True
+
+    def _stop_blocking(self, active: _Stream) -> None:
+        with PORTAUDIO_LOCK:
+            if active.stream is None or not active.started:
+                return
+            with quiet_stderr():
+                active.stream.stop_stream()
+            active.started = False
 
     def _format(self, pa: Any, device: DeviceInfo) -> tuple[int, int]:
-        """(channels, rate): mono if the device can, else its channels clamped to 1..2."""
+        """(channels, rate): mono if the device can, else its channels clamped to 1..2; the
+        configured rate, else the API's (nothing to resample), else the usual candidates."""
         if self._forced_channels:
             options = [self._forced_channels]
         else:
             options = list(dict.fromkeys([1, min(max(device.max_input_channels, 1), 2)]))
+        candidates = (self.api_rate, *CAPTURE_RATES)
         error: AudioDeviceError | None = None
         for channels in options:
             try:
-                rate = pick_rate(
-                    pa, device, "input", self.config.input_rate, CAPTURE_RATES, channels
-                )
+                rate = pick_rate(pa, device, "input", self.config.input_rate, candidates, channels)
                 return channels, rate
             except AudioDeviceError as exc:
                 error = error or exc
         assert error is not None
         raise error
 
-    def _close_blocking(self, terminate: bool) -> None:
+    def _close_blocking(self, active: _Stream | None, terminate: bool) -> None:
         """(worker thread) Close the stream, and terminate PortAudio if we own it."""
-        with self._pa_lock:
-            active, self._active = self._active, None
-            if active is not None:
-                self._past_overruns += active.ring.overruns
-                self._past_dropped += active.ring.dropped_frames
-                with contextlib.suppress(Exception):
-                    active.stream.stop_stream()
+        with PORTAUDIO_LOCK, quiet_stderr():  # a lost device's errors: one line, ours
+            if active is not None and active.stream is not None:
+                if active.started:
+                    active.started = False
+                    with contextlib.suppress(Exception):
+                        active.stream.stop_stream()
                 with contextlib.suppress(Exception):
                     active.stream.close()
             if terminate and self._owns_pa:

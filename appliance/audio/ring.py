@@ -1,7 +1,12 @@
-"""A ring of int16 samples between a PortAudio callback thread and the asyncio loop.
+"""Rings between a PortAudio callback thread and the asyncio loop.
 
-One producer, one consumer. The lock guards index arithmetic and one ``memcpy`` of at most a
-period or so, never anything that can block; the callback thread is never made to wait on I/O.
+:class:`ChunkRing` (the microphone): the callback's whole work is ``deque.append`` of the bytes
+PortAudio handed it (atomic under the GIL: no lock, no copy, no arithmetic); the loop takes
+everything at once every 100 ms. :class:`SampleRing` (the speaker): int16 samples read a
+period at a time.
+
+SampleRing: one producer, one consumer. The lock guards index arithmetic and one ``memcpy`` of at
+most a period or so, never anything that can block; the callback thread never waits on I/O.
 
 - Overrun (the producer is faster than the consumer, e.g. the loop stalled): the OLDEST audio
   is dropped to make room, and counted. Fresh audio matters more than stale audio.
@@ -12,8 +17,59 @@ period or so, never anything that can block; the callback thread is never made t
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
+
+
+class ChunkRing:
+    """The byte chunks of a capture callback, oldest first, at most ``max_chunks`` of them.
+
+    ``append`` is ``deque.append`` itself, so the callback pays one C call. When nobody takes
+    for ``max_chunks`` callbacks the oldest chunks are dropped (fresh audio matters more);
+    :meth:`take` counts an overrun when it finds the ring full (audio was, or was about to
+    be, dropped: the consumer is late).
+    """
+
+    def __init__(self, max_chunks: int) -> None:
+        if max_chunks <= 0:
+            raise ValueError("max_chunks must be positive")
+        self._chunks: deque[bytes] = deque(maxlen=max_chunks)
+        self.append = self._chunks.append  # the producer's only call
+        self.overruns = 0
+        self.taken = 0  # chunks taken or cleared so far (the consumer's side)
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def newest(self) -> bytes | None:
+        """The last chunk appended and not yet taken (its identity tells new audio came)."""
+        try:
+            return self._chunks[-1]
+        except IndexError:
+            return None
+
+    def take(self) -> bytes:
+        """Everything appended so far, joined, oldest first; the ring is left empty of it."""
+        chunks = self._chunks
+        n = len(chunks)
+        if n == 0:
+            return b""
+        if n == chunks.maxlen:
+            self.overruns += 1
+        popleft = chunks.popleft  # exactly n: what the callback appends meanwhile stays
+        taken = [popleft() for _ in range(n)]
+        self.taken += n
+        return taken[0] if n == 1 else b"".join(taken)
+
+    def clear(self) -> int:
+        """Drop everything; returns the number of chunks dropped."""
+        n = len(self._chunks)
+        for _ in range(n):
+            self._chunks.popleft()
+        self.taken += n
+        return n
 
 
 class SampleRing:

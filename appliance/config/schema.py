@@ -401,7 +401,10 @@ class AudioConfig:
     )
     retry_s: float = field(
         default=3.0,
-        metadata=meta(doc="How often a lost or failing device is tried again, s.", range=(0.5, 60)),
+        metadata=meta(
+            doc="How soon a lost or failing device is tried again, s (a mic: then up to 4x).",
+            range=(0.5, 60),
+        ),
     )
     echo_cancel: str = field(
         default="auto",
