@@ -27,9 +27,28 @@ answer are held back from the ring until the next delta or ``end_answer()``, whi
 An answer longer than the ring (``playback_buffer_s``) is cut, faded, with one warning; audio
 already queued is never dropped to make room (the ring's drop-oldest is not used here).
 
-Device failure: a device that does not open, or a stream that dies, gives ONE warning and state
-"failed"; the device is tried again every ``retry_s`` (a new PortAudio initialisation each time,
-so a replugged device is found) and one info line says when it is back.
+The stream runs only while something plays. At rest it is opened but stopped (no callbacks,
+no thread, no timer): the first sound (an earcon at the press, an answer's first delta) starts
+it from a worker thread, and it stops ``speaker_idle_s`` after the last sound left the ring.
+What was queued before the start plays from its first sample: the ring holds it meanwhile (a
+start delays the first sound by the start itself, it never clips it). While it runs, the loop
+looks at it every 0.25 s (alive? idle long enough?); nothing runs on the loop while it is
+stopped. The echo canceller's reference needs nothing more: what was not played is silence.
+
+Jitter: an answer starts only once it has a reserve (:mod:`appliance.audio.jitter`): the
+callback does not read past a hold position in the ring until the loop releases it (reserve
+buffered or waited for, or the answer ended); earcons queued before the answer play meanwhile.
+An answer that runs dry while it plays counts an underrun and is held again the same way.
+
+Device failure: a device that does not open, a stream that does not start or dies: the stream is
+closed and PortAudio terminated, ONE warning, state "failed", then quiet retries (debug lines)
+after ``retry_s``, doubling up to 8x; each retry is a new PortAudio initialisation (a replugged
+device is found) whose stream must live ``_STABLE_S`` before one info line says it is back
+(state "running"). A stream stopped on purpose on a device that works counts as "running": a
+device lost meanwhile is found at the next start. Every PortAudio call that initialises,
+terminates, opens, starts, stops or closes holds ``devices.PORTAUDIO_LOCK`` (PortAudio is not
+thread-safe; the capture side's calls hold it too). :meth:`suspend_device` and
+:meth:`resume_device` let a watcher of /dev/snd close everything and look again.
 """
 
 from __future__ import annotations
@@ -47,8 +66,16 @@ from typing import Any
 
 import numpy as np
 
-from appliance.audio.devices import AudioDeviceError, find_device, open_pyaudio, pick_rate
+from appliance.audio.devices import (
+    PORTAUDIO_LOCK,
+    AudioDeviceError,
+    find_device,
+    open_pyaudio,
+    pick_rate,
+    quiet_stderr,
+)
 from appliance.audio.earcons import earcon
+from appliance.audio.jitter import ReservePolicy
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import SampleRing
 from appliance.audio.tracker import PlaybackTracker
@@ -63,8 +90,9 @@ EARCON_PREFIX = "earcon:"
 _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
 _PA_ABORT = 2  # pyaudio.paAbort
 _PA_INT16 = 8  # pyaudio.paInt16
-_MONITOR_S = 0.1  # how often the loop checks that the stream is still alive
+_MONITOR_S = 0.25  # while the stream runs: how often the loop checks it is alive, or idle
 _STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
+_RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
 _OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
 _CLOSE_TIMEOUT_S = 2.0
 
@@ -101,6 +129,26 @@ def _one_line(error: BaseException) -> str:
     return text if plain else f"{type(error).__name__}: {text}"
 
 
+def _start_blocking(stream: Any, quiet: bool) -> None:
+    with PORTAUDIO_LOCK, quiet_stderr() if quiet else contextlib.nullcontext():
+        stream.start_stream()
+
+
+def _abort_blocking(stream: Any) -> None:
+    """Stop at once: Pa_AbortStream drops what the device still holds (by now silence).
+    PyAudio's stop_stream() is Pa_StopStream, which waits for it to play out, and a stuck
+    device never lets it return."""
+    with PORTAUDIO_LOCK:
+        handle = getattr(stream, "_stream", None)
+        if handle is None or not getattr(stream, "_is_running", False):
+            stream.stop_stream()
+            return
+        import pyaudio  # loaded already: the stream is PyAudio's
+
+        pyaudio.pa.abort_stream(handle)
+        stream._is_running = False  # what stop_stream() would have recorded
+
+
 _EMPTY = np.zeros(0, dtype=np.int16)
 
 
@@ -125,13 +173,15 @@ class _Opened:
     name: str
     rate: int
     frames_per_buffer: int
+    latency_s: float
 
 
 class Playback:
     """The speaker. ``async with Playback(config.audio, source_rate=44100) as speaker: ...``
 
     Loop side (asyncio thread only): play_answer, end_answer, play_earcon, flush, audio_end_ms,
-    playing_item, drained, wait_drained, volume, start, stop. Callback side: _callback only.
+    playing_item, drained, wait_drained, volume, start, stop, suspend_device, resume_device.
+    Callback side: _callback only.
     """
 
     def __init__(
@@ -159,8 +209,11 @@ class Playback:
         self.frames_played = 0  # callback: real audio frames taken from the ring, monotonic
         self.callbacks = 0  # callback
         self.callback_errors = 0  # callback
-        self.underruns = 0  # callback
+        self.underruns = 0  # callback: an answer ran dry while playing (each is one gap)
         self.cut_frames = 0  # loop: frames not played because the ring was full
+        self.starts = 0  # loop: the stream was started (by something to play)
+        self.stops = 0  # loop: ... and stopped after speaker_idle_s of nothing
+        self.last_start_ms: float | None = None  # how long the last start took
         self._gain = float(np.clip(config.volume, 0.0, 1.0))
         self._answer_open = False  # loop -> callback: an answer is not finished yet
         self._lock = threading.Lock()  # callback ring read vs. flush(); never held across I/O
@@ -172,6 +225,13 @@ class Playback:
         self._silence = b""
         self._answers: dict[str, _Answer] = {}
         self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
+        # The jitter reserve: the callback reads no further than _hold_at (a ring position in
+        # frames_played terms) until the loop releases it (under _lock; the callback sets it
+        # too, when an answer runs dry).
+        self._reserve = ReservePolicy(read_ahead_ms=2.0 * config.period_ms)
+        self._hold_at: int | None = None
+        self._reserve_timer: asyncio.TimerHandle | None = None
+        self._underruns_seen = 0
         # Latency figures, measured where the sound leaves the box (the output callback):
         self._watch: tuple[str, int] | None = None  # (answer, ring position of its 1st frame)
         self._first_sound: dict[str, float] = {}  # answer -> when its first frame was handed
@@ -179,10 +239,25 @@ class Playback:
         self.last_flush_ms: float | None = None  # flush -> the device got its fade and silence
         self._unplayed_warned: deque[str] = deque(maxlen=32)
         self._opened: _Opened | None = None
+        self._running = False  # the opened stream is started
         self._gen = 0  # the generation of the stream the callback may serve
-        self._opened_at = 0.0
         self._outage = False  # a failure was logged and the device is not back yet
-        self._task: asyncio.Task[None] | None = None
+        self._started = False  # between start() and stop()
+        self._verifying = False  # _verify() owns the stream (a device that failed, on trial)
+        self._suspended = False  # suspend_device(): closed until resume_device()
+        self._retry_s = config.retry_s
+        self._stream_task: asyncio.Task[None] | None = None  # runs the stream while needed
+        self._retry_task: asyncio.Task[None] | None = None  # reopens a failed device
+
+    @property
+    def reserve_ms(self) -> float:
+        """The jitter reserve an answer waits for before it starts (adapted per session)."""
+        return self._reserve.reserve_ms
+
+    @property
+    def running(self) -> bool:
+        """The stream is started (something plays, or did less than speaker_idle_s ago)."""
+        return self._running
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -194,61 +269,64 @@ class Playback:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the device (or enter "failed" and keep retrying); never raises for the device."""
-        if self._task is not None:
+        """Open the device, stream stopped (or enter "failed" and keep retrying); never raises
+        for the device."""
+        if self._started:
             return
-        await self._try_open()
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="playback")
+        self._started, self._suspended = True, False
+        if not await self._try_open(verify=False):
+            self._schedule_retry()
 
     async def stop(self) -> None:
         """Stop at once (queued audio is dropped); idempotent. Use wait_drained() first to let
         an answer finish."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._started = False
+        await self._cancel_tasks()
         await self._close(lost=False)
         self._set_state("stopped", None)
 
-    async def _supervise(self) -> None:
-        """Retry a failed device every retry_s; notice a stream that died. Never ends by
-        itself: an unexpected error is logged and the loop goes on."""
-        while True:
-            try:
-                await self._supervise_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.exception("speaker: unexpected error: %s", _one_line(e))
-                self._set_state("failed", _one_line(e))
-                await asyncio.sleep(self.config.retry_s)
+    async def suspend_device(self) -> None:
+        """Close the stream and terminate PortAudio, in any state, until resume_device();
+        idempotent. For a watcher of the sound cards: PortAudio sees a changed set of cards
+        only after every PortAudio instance in the process was terminated (the capture side's
+        too). Queued audio is dropped (counted as heard up to what the device was handed); an
+        answer still arriving plays on from its next delta after resume_device(). The state
+        is left as it was; what is asked to play meanwhile is not played (one warning per
+        answer)."""
+        self._suspended = True
+        await self._cancel_tasks()
+        await self._close(lost=False)
 
-    async def _supervise_once(self) -> None:
-        if self._opened is None:
-            await asyncio.sleep(self.config.retry_s)
-            await self._try_open()
+    async def resume_device(self) -> None:
+        """Look for the device again (a new PortAudio initialisation, so a new enumeration) and
+        open it, stream stopped: state "running". If it cannot be opened: "failed" and quiet
+        retries. Closes first if it was not suspended. Nothing before start() or after stop()."""
+        if not self._started:
             return
-        await asyncio.sleep(_MONITOR_S)
-        opened = self._opened
-        if opened is None:
-            return
-        if not self._alive(opened):
-            await self._close(lost=True)
-            self._fail("the output stream stopped (device lost?)")
-        elif self._outage and time.monotonic() - self._opened_at >= _STABLE_S:
-            self._outage = False
-            log.info("speaker: back on %r at %d Hz", self.device_name, self.device_rate)
-            self._set_state("running", None)
+        await self.suspend_device()
+        self._suspended = False
+        self._retry_s = self.config.retry_s
+        if not await self._try_open(verify=False):
+            self._schedule_retry()
 
-    @staticmethod
-    def _alive(opened: _Opened) -> bool:
-        try:
-            return bool(opened.stream.is_active())
-        except Exception:
-            return False
+    async def _cancel_tasks(self) -> None:
+        for task in (self._stream_task, self._retry_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._stream_task = self._retry_task = None
 
-    async def _try_open(self) -> bool:
+    async def _pa_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A PortAudio call in a worker thread (it may block on a stuck device), given up on
+        after _OPEN_TIMEOUT_S."""
+        return await asyncio.wait_for(
+            in_daemon_thread(fn, *args, name="playback-io"), _OPEN_TIMEOUT_S
+        )
+
+    async def _try_open(self, *, verify: bool) -> bool:
+        """Open the device (stream stopped). ``verify`` (after a failure): the stream must
+        also start and live _STABLE_S before the device counts as back."""
         fut = in_daemon_thread(
             self._open_blocking, self._gen + 1, late=self._close_later, name="playback-io"
         )
@@ -261,54 +339,192 @@ class Playback:
             self._fail(_one_line(e))
             return False
         self._install(opened)
-        try:
-            await asyncio.wait_for(in_daemon_thread(opened.stream.start_stream), _OPEN_TIMEOUT_S)
-        except Exception as e:
-            await self._close(lost=True)
-            self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
+        if verify and not await self._verify(opened):
             return False
-        self._opened_at = time.monotonic()
-        if not self._outage:
+        if opened is not self._opened:
+            return False  # suspended or stopped meanwhile
+        if self._outage:
+            self._outage = False
+            log.info("speaker: back on %r at %d Hz", opened.name, opened.rate)
+        else:
             log.info(
                 "speaker: %r at %d Hz, %d ms periods",
                 opened.name,
                 opened.rate,
                 self.config.period_ms,
             )
-            self._set_state("running", None)
+        self._retry_s = self.config.retry_s
+        self._set_state("running", None)
+        if self._busy():
+            self._kick()
         return True
 
-    def _open_blocking(self, gen: int) -> _Opened:
-        """In a worker thread: a new PortAudio, the device, a stream (not yet started)."""
-        pa = open_pyaudio(self._pa_factory)
+    async def _verify(self, opened: _Opened) -> bool:
+        self._verifying = True
         try:
-            index, name, rate = _select_output(pa, self.config, self.source_rate)
-            fpb = max(1, round(rate * self.config.period_ms / 1000))
-            stream = pa.open(
-                rate=rate,
-                channels=1,
-                format=_PA_INT16,
-                output=True,
-                output_device_index=index,
-                frames_per_buffer=fpb,
-                stream_callback=functools.partial(self._callback, gen),
-                start=False,
+            return await self._verify_stream(opened)
+        finally:
+            self._verifying = False
+
+    async def _verify_stream(self, opened: _Opened) -> bool:
+        try:
+            await self._pa_call(_start_blocking, opened.stream, True)
+        except Exception as e:
+            await self._close(lost=True)
+            self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
+            return False
+        self._running = True
+        await asyncio.sleep(_STABLE_S)
+        if opened is not self._opened:
+            return False
+        if not self._alive(opened):
+            await self._close(lost=True)
+            self._fail("the output stream stopped (device lost?)")
+            return False
+        if not self._busy():
+            try:
+                await self._pa_call(_abort_blocking, opened.stream)
+            except Exception as e:
+                await self._close(lost=True)
+                self._fail(f"cannot stop the output stream: {_one_line(e) or 'timed out'}")
+                return False
+            self._running = False
+        return True
+
+    def _schedule_retry(self) -> None:
+        if self._suspended or not self._started:
+            return
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(
+                self._retry(), name="speaker-retry"
             )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                pa.terminate()
-            raise
-        return _Opened(gen, pa, stream, index, name, rate, fpb)
+
+    async def _retry(self) -> None:
+        """Reopen a failed device: after retry_s, then backing off to 8x. Never ends by
+        itself while the device is failed: an unexpected error is logged and it goes on."""
+        cap = self.config.retry_s * _RETRY_GROWTH
+        while self._opened is None and self._started and not self._suspended:
+            await asyncio.sleep(self._retry_s)
+            self._retry_s = min(cap, self._retry_s * 2)
+            try:
+                if await self._try_open(verify=True):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("speaker: unexpected error: %s", _one_line(e))
+                self._set_state("failed", _one_line(e))
+
+    def _kick(self) -> None:
+        """Something is to be played: the stream runs (started now unless it is running)."""
+        if self._opened is None or self._suspended or self._verifying:
+            return  # (_try_open kicks after a trial, if something is queued by then)
+        if self._stream_task is None or self._stream_task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: nothing can start the stream (never in the box)
+                return
+            self._stream_task = loop.create_task(self._run_stream(self._opened), name="speaker")
+
+    def _busy(self) -> bool:
+        """Something is queued, or an answer is still arriving."""
+        ring = self._ring
+        return bool(self._answers) or (ring is not None and len(ring) > 0)
+
+    async def _run_stream(self, opened: _Opened) -> None:
+        """Start the stream, watch it while it plays, stop it speaker_idle_s after the last
+        sound; again at once if something came meanwhile. Only this task (and _verify)
+        starts and stops a stream."""
+        loop = asyncio.get_running_loop()
+        while opened is self._opened:
+            if not self._running:
+                t = time.monotonic()
+                try:
+                    await self._pa_call(_start_blocking, opened.stream, False)
+                except Exception as e:
+                    await self._lost(f"cannot start the output stream: {_one_line(e)}")
+                    return
+                self.last_start_ms = (time.monotonic() - t) * 1000
+                self.starts += 1
+                self._running = True
+            idle_since: float | None = None
+            while True:
+                await asyncio.sleep(_MONITOR_S)
+                if opened is not self._opened:
+                    return
+                if not self._alive(opened):
+                    await self._lost("the output stream stopped (device lost?)")
+                    return
+                if self._busy():
+                    idle_since = None
+                    continue
+                now = loop.time()
+                if idle_since is None:
+                    idle_since = now
+                if now - idle_since >= self.config.speaker_idle_s:
+                    break
+            try:
+                await self._pa_call(_abort_blocking, opened.stream)
+            except Exception as e:
+                await self._lost(f"cannot stop the output stream: {_one_line(e)}")
+                return
+            self._running = False
+            self.stops += 1
+            if not self._busy():
+                return
+
+    async def _lost(self, error: str) -> None:
+        await self._close(lost=True)
+        self._fail(error)
+        self._schedule_retry()
+
+    @staticmethod
+    def _alive(opened: _Opened) -> bool:
+        # Pa_IsStreamActive reads a flag: no PORTAUDIO_LOCK (a worker may hold it for seconds
+        # opening a device, and the loop must not wait for that).
+        try:
+            return bool(opened.stream.is_active())
+        except Exception:
+            return False
+
+    def _open_blocking(self, gen: int) -> _Opened:
+        """In a worker thread: a new PortAudio, the device, a stream (not started)."""
+        with PORTAUDIO_LOCK:
+            pa = open_pyaudio(self._pa_factory)
+            try:
+                with quiet_stderr():  # ALSA's probing and a failed open's trace: debug lines
+                    index, name, rate = _select_output(pa, self.config, self.source_rate)
+                    fpb = max(1, round(rate * self.config.period_ms / 1000))
+                    stream = pa.open(
+                        rate=rate,
+                        channels=1,
+                        format=_PA_INT16,
+                        output=True,
+                        output_device_index=index,
+                        frames_per_buffer=fpb,
+                        stream_callback=functools.partial(self._callback, gen),
+                        start=False,
+                    )
+                try:
+                    latency = float(stream.get_output_latency())
+                except Exception:
+                    latency = 0.0
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    pa.terminate()
+                raise
+        return _Opened(gen, pa, stream, index, name, rate, fpb, latency)
 
     @staticmethod
     def _close_blocking(opened: _Opened) -> None:
         # close() on an active stream aborts it (Pa_CloseStream) rather than waiting for the
         # device to play out its buffer as stop_stream() would. It still waits for PortAudio's
         # thread, which cannot return while stuck in a blocking write: hence the timeout.
-        with contextlib.suppress(Exception):
-            opened.stream.close()
-        with contextlib.suppress(Exception):
-            opened.pa.terminate()
+        with PORTAUDIO_LOCK, quiet_stderr():
+            with contextlib.suppress(Exception):
+                opened.stream.close()
+            with contextlib.suppress(Exception):
+                opened.pa.terminate()
 
     def _close_later(self, opened: _Opened) -> None:
         threading.Thread(target=self._close_blocking, args=(opened,), daemon=True).start()
@@ -323,6 +539,7 @@ class Playback:
             self.frames_played = 0
             self._answers.clear()
         self._opened = opened
+        self._running = False
         self._gen = opened.gen
         self.device_name = opened.name
         self.device_rate = rate
@@ -331,15 +548,13 @@ class Playback:
         self._out = np.zeros(opened.frames_per_buffer, dtype=np.int16)
         self._fbuf = np.zeros(opened.frames_per_buffer, dtype=np.float32)
         self._silence = bytes(2 * opened.frames_per_buffer)
-        try:
-            self.latency_s = float(opened.stream.get_output_latency())
-        except Exception:
-            self.latency_s = 0.0
+        self.latency_s = opened.latency_s
         if self._tap is not None:  # echo cancellation
             self._tap.open(rate, self.latency_s)
 
     async def _close(self, *, lost: bool) -> None:
         opened, self._opened = self._opened, None
+        self._running = False
         if opened is not None:
             self._gen += 1  # should the old stream's callback run again, it plays nothing
             try:
@@ -363,15 +578,16 @@ class Playback:
                 self._cut_items.append(item_id)
         self._answers.clear()
         self._answer_open = False
+        self._release()
 
     def _fail(self, error: str) -> None:
         if not self._outage:
             self._outage = True
             log.warning(
-                "speaker: %s (device %r); retrying every %g s",
+                "speaker: %s (device %r); trying again in %g s, then less often",
                 error,
                 self.config.output_device,
-                self.config.retry_s,
+                self._retry_s,
             )
         else:
             log.debug("speaker: still failing: %s", error)
@@ -405,8 +621,17 @@ class Playback:
             n = 0
             if ring is not None:
                 with self._lock:
-                    n = ring.read_into(out)
+                    hold = self._hold_at
+                    if hold is None:
+                        n = ring.read_into(out)
+                    elif hold > self.frames_played:  # what is queued before the held answer
+                        n = ring.read_into(out[: min(frame_count, hold - self.frames_played)])
                     self.frames_played += n
+                    if hold is None and n < frame_count and self._answer_open:
+                        # Ran dry while an answer plays: one underrun, and the rest of the
+                        # answer waits for a reserve again (one gap, not a stutter).
+                        self.underruns += 1
+                        self._hold_at = self.frames_played
                     watch = self._watch
                     if watch is not None and self.frames_played > watch[1]:
                         self._first_sound[watch[0]] = time.monotonic()
@@ -418,8 +643,6 @@ class Playback:
                         self._flush_at = None
             if n < frame_count:
                 out[n:] = 0
-                if self._answer_open:
-                    self.underruns += 1
             gain = self._gain
             if n and gain < 1.0:
                 # |x * g| <= |x| for g <= 1: never outside int16, so no clipping is needed.
@@ -448,6 +671,41 @@ class Playback:
         """Software volume 0..1 (clamped); the next callback uses it."""
         self._gain = float(min(1.0, max(0.0, float(value))))
 
+    @staticmethod
+    def _now_ms() -> float:
+        return time.monotonic() * 1000
+
+    def _hold_here(self) -> None:
+        """The next frame written waits for the reserve (earlier ones play)."""
+        ring = self._ring
+        if ring is None:
+            return
+        with self._lock:
+            self._hold_at = self.frames_played + len(ring)
+
+    def _release(self) -> None:
+        self._reserve.started()
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+            self._reserve_timer = None
+        with self._lock:
+            self._hold_at = None
+
+    def _arm_reserve_timer(self) -> None:
+        """The waited-the-reserve rule: a one-shot timer, not a poll."""
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+        deadline = self._reserve.deadline()
+        if deadline is None:
+            return
+        delay = max(0.0, (deadline - self._now_ms()) / 1000)
+        self._reserve_timer = asyncio.get_running_loop().call_later(delay, self._reserve_due)
+
+    def _reserve_due(self) -> None:
+        self._reserve_timer = None
+        if self._reserve.waiting:
+            self._release()
+
     def play_answer(self, item_id: str, pcm16: bytes) -> None:
         """Queue one delta of answer ``item_id`` (PCM16 mono at ``source_rate``)."""
         if item_id in self._cut_items:
@@ -455,6 +713,7 @@ class Playback:
         if self._opened is None or self._ring is None:
             self._unplayable(item_id)
             return
+        now = self._now_ms()
         answer = self._answers.get(item_id)
         if answer is None:
             for other in [i for i in self._answers if i != item_id]:
@@ -464,6 +723,15 @@ class Playback:
             )
             self._answers[item_id] = answer
             self._answer_open = True
+            self._underruns_seen = self.underruns
+            self._reserve.begin(now)
+            self._hold_here()
+            self._arm_reserve_timer()
+            self._kick()  # starting the stream overlaps the wait for the reserve
+        elif self.underruns != self._underruns_seen:  # it ran dry: the callback holds it
+            self._underruns_seen = self.underruns
+            self._reserve.underran(now)
+            self._arm_reserve_timer()
         data = answer.carry + bytes(pcm16)
         if len(data) % 2:
             answer.carry, data = data[-1:], data[:-1]
@@ -474,23 +742,40 @@ class Playback:
             self.cut_frames += len(samples) * self.device_rate // self.source_rate
             return
         self._push(answer, answer.resampler.process(samples), final=False)
+        self._reserve.arrived(now, len(samples) * 1000 / self.source_rate)
+        if self._reserve.waiting and self._reserve.ready(now):
+            self._release()
 
     def end_answer(self, item_id: str) -> None:
         """Answer ``item_id`` is complete: play the resampler's tail, fading the last 5 ms."""
         answer = self._answers.pop(item_id, None)
         self._answer_open = bool(self._answers)
-        if answer is None or answer.cut or self._ring is None:
+        if answer is None:
+            return
+        self._release()  # complete: nothing more to wait for
+        self._reserve.end()
+        if answer.cut or self._ring is None:
             return
         self._push(answer, answer.resampler.flush(), final=True)
 
     def play_earcon(self, name: str) -> None:
         """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""
-        if not self.config.sounds or self._opened is None or self._ring is None:
+        ring = self._ring
+        if not self.config.sounds or self._opened is None or ring is None:
             return
+        with self._lock:
+            # Held with nothing queued past the hold (an answer that ran dry): the earcon is
+            # not held with it.
+            move_hold = self._hold_at is not None and self._hold_at >= self.frames_played + len(
+                ring
+            )
         for answer in self._answers.values():  # their held-back tail comes first
             self._enqueue(answer.item_id, answer.held, answer)
             answer.held = _EMPTY
         self._enqueue(EARCON_PREFIX + name, earcon(name, self.device_rate), None)
+        if move_hold:
+            self._hold_here()
+        self._kick()
 
     def _push(self, answer: _Answer, frames: np.ndarray, *, final: bool) -> None:
         data = np.concatenate([answer.held, frames]) if len(answer.held) else frames
@@ -539,7 +824,8 @@ class Playback:
     def _unplayable(self, item_id: str) -> None:
         if item_id not in self._unplayed_warned:
             self._unplayed_warned.append(item_id)
-            log.warning("speaker: %s; answer %s is not played", self.state, item_id)
+            why = "suspended (the sound cards changed)" if self._suspended else self.state
+            log.warning("speaker: %s; answer %s is not played", why, item_id)
 
     def flush(self) -> dict[str, int]:
         """Barge-in: silence within one period. Returns {item_id: ms handed to the device}
@@ -550,16 +836,27 @@ class Playback:
             self._cut_items.append(item_id)
         self._answers.clear()
         self._answer_open = False
+        if open_items:
+            self._reserve.end()  # what arrived of it still says how the server streams
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+            self._reserve_timer = None
+        self._reserve.started()
         if ring is None or tracker is None:
+            with self._lock:
+                self._hold_at = None
             return {}
         n = self._fade_n
         buf = np.empty(n, dtype=np.int16)
         with self._lock:
             played = self.frames_played
-            taken = ring.read_into(buf)  # the head of the ring: what the device gets next
+            if self._hold_at is not None:  # held audio was never heard: it does not fade in
+                n = max(0, min(n, self._hold_at - played))
+            taken = ring.read_into(buf[:n])  # the head of the ring: what the device gets next
             ring.clear()
             if taken:
                 ring.write(_fade_out(buf[:taken], taken))
+            self._hold_at = None
             self._watch = None
             self._flush_at = time.monotonic()
             self.last_flush_ms = None  # the next callback measures this flush
