@@ -20,7 +20,9 @@ the audio received ahead of it had been played, with ``read_ahead_ms`` to spare 
 a period or two at a time, ahead of the clock). The reserve rises to that at once and falls
 by a quarter per answer towards 1.2x the most that any of the last 16 answers needed (one
 lucky answer does not undo what the others needed; the next may need a little more than the
-worst of them: 0 gaps in 400 simulated answers at +-50 ms). An underrun raises it at once
+worst of them: 0 gaps in 800 simulated answers at +-50 ms), and all the way after an answer
+that came at least twice as fast as real time (a server that bursts: the second answer
+already starts after a few ms). An underrun raises it at once
 (x1.5), so the rest of that answer already re-buffers with more.
 """
 
@@ -33,7 +35,8 @@ INITIAL_MS = 160.0  # covers +-50 ms of jitter in 40 ms deltas before anything i
 MIN_MS = 40.0
 MAX_MS = 600.0
 STEP_MS = 10.0  # the hindsight search's resolution
-FALL = 0.25  # how far the reserve falls towards a smaller need, per answer
+FALL = 0.25  # how far the reserve falls towards a smaller need, per answer ...
+BURST = 2.0  # ... all the way after an answer that came at least this much faster than real time
 MAX_ARRIVALS = 4096  # per answer (an hour-long answer keeps its first ones only)
 HISTORY = 16  # the reserve falls no lower than MARGIN x the most these last answers needed
 MARGIN = 1.2  # (the next answer may need a little more than the worst of the last 16)
@@ -116,7 +119,9 @@ class ReservePolicy:
         self.answers += 1
         self._needs.append(need)
         target = self._bounded(MARGIN * max(self._needs))  # a lucky answer undoes nothing
-        if target > self.reserve_ms:
+        span = arrivals[-1][0] - arrivals[0][0]
+        burst = sum(ms for _, ms in arrivals) >= BURST * span
+        if target > self.reserve_ms or burst:
             self.reserve_ms = target
         else:
             self.reserve_ms = self._bounded(self.reserve_ms - FALL * (self.reserve_ms - target))
