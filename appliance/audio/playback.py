@@ -27,35 +27,20 @@ answer are held back from the ring until the next delta or ``end_answer()``, whi
 An answer longer than the ring (``playback_buffer_s``) is cut, faded, with one warning; audio
 already queued is never dropped to make room (the ring's drop-oldest is not used here).
 
-The stream runs only while something plays. At rest it is opened but stopped (no callbacks,
-no thread, no timer): the first sound (an earcon at the press, an answer's first delta) starts
-it from a worker thread, and it stops ``speaker_idle_s`` after the last sound left the ring.
-What was queued before the start plays from its first sample: the ring holds it meanwhile (a
-start delays the first sound by the start itself, it never clips it). While it runs, the loop
-looks at it every 0.25 s (alive? idle long enough?); nothing runs on the loop while it is
-stopped. The echo canceller's reference needs nothing more: what was not played is silence.
+The stream runs only while something plays (:mod:`appliance.audio.speaker_stream`: opened
+but stopped at rest, started by the first sound queued, stopped ``speaker_idle_s`` after the
+ring ran empty; device failures, retries, suspend and resume). The echo canceller's reference
+needs nothing more: what was not played is silence.
 
 Jitter: an answer starts only once it has a reserve (:mod:`appliance.audio.jitter`): the
 callback does not read past a hold position in the ring until the loop releases it (reserve
 buffered or waited for, or the answer ended); earcons queued before the answer play meanwhile.
 An answer that runs dry while it plays counts an underrun and is held again the same way.
-
-Device failure: a device that does not open, a stream that does not start or dies: the stream is
-closed and PortAudio terminated, ONE warning, state "failed", then quiet retries (debug lines)
-after ``retry_s``, doubling up to 8x; each retry is a new PortAudio initialisation (a replugged
-device is found) whose stream must live ``_STABLE_S`` before one info line says it is back
-(state "running"). A stream stopped on purpose on a device that works counts as "running": a
-device lost meanwhile is found at the next start. Every PortAudio call that initialises,
-terminates, opens, starts, stops or closes holds ``devices.PORTAUDIO_LOCK`` (PortAudio is not
-thread-safe; the capture side's calls hold it too). :meth:`suspend_device` and
-:meth:`resume_device` let a watcher of /dev/snd close everything and look again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import threading
 import time
@@ -66,50 +51,20 @@ from typing import Any
 
 import numpy as np
 
-from appliance.audio.devices import (
-    PORTAUDIO_LOCK,
-    AudioDeviceError,
-    find_device,
-    open_pyaudio,
-    pick_rate,
-    quiet_stderr,
-)
 from appliance.audio.earcons import earcon
 from appliance.audio.jitter import ReservePolicy
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import SampleRing
+from appliance.audio.speaker_stream import OpenedStream, SpeakerStream, StateCallback
 from appliance.audio.tracker import PlaybackTracker
-from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
 
 FADE_S = 0.005  # the longest fade-out at a flush or at the end of an answer
-RATE_CANDIDATES = (48000, 44100, 24000)  # after the answer's own rate, when output_rate is 0
 EARCON_PREFIX = "earcon:"
 _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
 _PA_ABORT = 2  # pyaudio.paAbort
-_PA_INT16 = 8  # pyaudio.paInt16
-_MONITOR_S = 0.25  # while the stream runs: how often the loop checks it is alive, or idle
-_STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
-_RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
-_OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
-_CLOSE_TIMEOUT_S = 2.0
-
-StateCallback = Callable[[str, "str | None"], None]
-
-
-def _select_output(pa: Any, config: AudioConfig, source_rate: int) -> tuple[int, str, int]:
-    """(index, name, rate) of the configured output device; the one seam to devices.py.
-
-    ``output_rate`` set: that rate or an error. 0: the answer's rate, then 48000, 44100, 24000.
-    """
-    device = find_device(pa, config.output_device, "output")
-    if config.output_rate:
-        rate = pick_rate(pa, device, "output", config.output_rate, ())
-    else:
-        rate = pick_rate(pa, device, "output", source_rate, RATE_CANDIDATES)
-    return device.index, device.name, rate
 
 
 def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
@@ -121,32 +76,6 @@ def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
     ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)  # just under 1 ... 0
     out[-n:] = np.rint(out[-n:].astype(np.float64) * ramp).astype(np.int16)
     return out
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    plain = isinstance(error, OSError | LookupError | AudioDeviceError)
-    return text if plain else f"{type(error).__name__}: {text}"
-
-
-def _start_blocking(stream: Any, quiet: bool) -> None:
-    with PORTAUDIO_LOCK, quiet_stderr() if quiet else contextlib.nullcontext():
-        stream.start_stream()
-
-
-def _abort_blocking(stream: Any) -> None:
-    """Stop at once: Pa_AbortStream drops what the device still holds (by now silence).
-    PyAudio's stop_stream() is Pa_StopStream, which waits for it to play out, and a stuck
-    device never lets it return."""
-    with PORTAUDIO_LOCK:
-        handle = getattr(stream, "_stream", None)
-        if handle is None or not getattr(stream, "_is_running", False):
-            stream.stop_stream()
-            return
-        import pyaudio  # loaded already: the stream is PyAudio's
-
-        pyaudio.pa.abort_stream(handle)
-        stream._is_running = False  # what stop_stream() would have recorded
 
 
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -162,18 +91,6 @@ class _Answer:
     carry: bytes = b""  # an odd trailing byte of the last delta
     cut: bool = False  # overflowed the ring: the rest of the answer is dropped
     watched: bool = False  # its first frame's position is watched (first_sound_at)
-
-
-@dataclass
-class _Opened:
-    gen: int  # which open this is: a callback of an older stream plays nothing
-    pa: Any
-    stream: Any
-    index: int
-    name: str
-    rate: int
-    frames_per_buffer: int
-    latency_s: float
 
 
 class Playback:
@@ -197,10 +114,16 @@ class Playback:
         self.source_rate = int(source_rate)
         # echo cancellation: an optional ReferenceTap fed with every frame handed to the device
         self._tap = tap
-        self._pa_factory = pa_factory
-        self._on_state = on_state
-        self.state = "stopped"
-        self.error: str | None = None
+        self._device = SpeakerStream(
+            config,
+            source_rate=self.source_rate,
+            callback=self._callback,
+            on_open=self._install,
+            on_close=self._forget,
+            busy=self._busy,
+            pa_factory=pa_factory,
+            on_state=on_state,
+        )
         self.device_name = ""
         self.device_rate = 0
         self.frames_per_buffer = 0
@@ -211,9 +134,6 @@ class Playback:
         self.callback_errors = 0  # callback
         self.underruns = 0  # callback: an answer ran dry while playing (each is one gap)
         self.cut_frames = 0  # loop: frames not played because the ring was full
-        self.starts = 0  # loop: the stream was started (by something to play)
-        self.stops = 0  # loop: ... and stopped after speaker_idle_s of nothing
-        self.last_start_ms: float | None = None  # how long the last start took
         self._gain = float(np.clip(config.volume, 0.0, 1.0))
         self._answer_open = False  # loop -> callback: an answer is not finished yet
         self._lock = threading.Lock()  # callback ring read vs. flush(); never held across I/O
@@ -238,26 +158,19 @@ class Playback:
         self._flush_at: float | None = None  # a flush the callback has not yet acted on
         self.last_flush_ms: float | None = None  # flush -> the device got its fade and silence
         self._unplayed_warned: deque[str] = deque(maxlen=32)
-        self._opened: _Opened | None = None
-        self._running = False  # the opened stream is started
-        self._gen = 0  # the generation of the stream the callback may serve
-        self._outage = False  # a failure was logged and the device is not back yet
-        self._started = False  # between start() and stop()
-        self._verifying = False  # _verify() owns the stream (a device that failed, on trial)
-        self._suspended = False  # suspend_device(): closed until resume_device()
-        self._retry_s = config.retry_s
-        self._stream_task: asyncio.Task[None] | None = None  # runs the stream while needed
-        self._retry_task: asyncio.Task[None] | None = None  # reopens a failed device
 
     @property
     def reserve_ms(self) -> float:
         """The jitter reserve an answer waits for before it starts (adapted per session)."""
         return self._reserve.reserve_ms
 
-    @property
-    def running(self) -> bool:
-        """The stream is started (something plays, or did less than speaker_idle_s ago)."""
-        return self._running
+    # the stream's figures (speaker_stream.py)
+    state = property(lambda self: self._device.state)  # stopped, running, failed
+    error = property(lambda self: self._device.error)
+    running = property(lambda self: self._device.running)  # started (something plays)
+    starts = property(lambda self: self._device.starts)  # started by something to play
+    stops = property(lambda self: self._device.stops)  # stopped after speaker_idle_s of nothing
+    last_start_ms = property(lambda self: self._device.last_start_ms)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -271,19 +184,12 @@ class Playback:
     async def start(self) -> None:
         """Open the device, stream stopped (or enter "failed" and keep retrying); never raises
         for the device."""
-        if self._started:
-            return
-        self._started, self._suspended = True, False
-        if not await self._try_open(verify=False):
-            self._schedule_retry()
+        await self._device.start()
 
     async def stop(self) -> None:
         """Stop at once (queued audio is dropped); idempotent. Use wait_drained() first to let
         an answer finish."""
-        self._started = False
-        await self._cancel_tasks()
-        await self._close(lost=False)
-        self._set_state("stopped", None)
+        await self._device.stop()
 
     async def suspend_device(self) -> None:
         """Close the stream and terminate PortAudio, in any state, until resume_device();
@@ -293,243 +199,20 @@ class Playback:
         answer still arriving plays on from its next delta after resume_device(). The state
         is left as it was; what is asked to play meanwhile is not played (one warning per
         answer)."""
-        self._suspended = True
-        await self._cancel_tasks()
-        await self._close(lost=False)
+        await self._device.suspend()
 
     async def resume_device(self) -> None:
         """Look for the device again (a new PortAudio initialisation, so a new enumeration) and
         open it, stream stopped: state "running". If it cannot be opened: "failed" and quiet
         retries. Closes first if it was not suspended. Nothing before start() or after stop()."""
-        if not self._started:
-            return
-        await self.suspend_device()
-        self._suspended = False
-        self._retry_s = self.config.retry_s
-        if not await self._try_open(verify=False):
-            self._schedule_retry()
-
-    async def _cancel_tasks(self) -> None:
-        for task in (self._stream_task, self._retry_task):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._stream_task = self._retry_task = None
-
-    async def _pa_call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A PortAudio call in a worker thread (it may block on a stuck device), given up on
-        after _OPEN_TIMEOUT_S."""
-        return await asyncio.wait_for(
-            in_daemon_thread(fn, *args, name="playback-io"), _OPEN_TIMEOUT_S
-        )
-
-    async def _try_open(self, *, verify: bool) -> bool:
-        """Open the device (stream stopped). ``verify`` (after a failure): the stream must
-        also start and live _STABLE_S before the device counts as back."""
-        fut = in_daemon_thread(
-            self._open_blocking, self._gen + 1, late=self._close_later, name="playback-io"
-        )
-        try:
-            opened = await asyncio.wait_for(fut, _OPEN_TIMEOUT_S)
-        except TimeoutError:
-            self._fail(f"the device did not open within {_OPEN_TIMEOUT_S:g} s")
-            return False
-        except Exception as e:
-            self._fail(_one_line(e))
-            return False
-        self._install(opened)
-        if verify and not await self._verify(opened):
-            return False
-        if opened is not self._opened:
-            return False  # suspended or stopped meanwhile
-        if self._outage:
-            self._outage = False
-            log.info("speaker: back on %r at %d Hz", opened.name, opened.rate)
-        else:
-            log.info(
-                "speaker: %r at %d Hz, %d ms periods",
-                opened.name,
-                opened.rate,
-                self.config.period_ms,
-            )
-        self._retry_s = self.config.retry_s
-        self._set_state("running", None)
-        if self._busy():
-            self._kick()
-        return True
-
-    async def _verify(self, opened: _Opened) -> bool:
-        self._verifying = True
-        try:
-            return await self._verify_stream(opened)
-        finally:
-            self._verifying = False
-
-    async def _verify_stream(self, opened: _Opened) -> bool:
-        try:
-            await self._pa_call(_start_blocking, opened.stream, True)
-        except Exception as e:
-            await self._close(lost=True)
-            self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
-            return False
-        self._running = True
-        await asyncio.sleep(_STABLE_S)
-        if opened is not self._opened:
-            return False
-        if not self._alive(opened):
-            await self._close(lost=True)
-            self._fail("the output stream stopped (device lost?)")
-            return False
-        if not self._busy():
-            try:
-                await self._pa_call(_abort_blocking, opened.stream)
-            except Exception as e:
-                await self._close(lost=True)
-                self._fail(f"cannot stop the output stream: {_one_line(e) or 'timed out'}")
-                return False
-            self._running = False
-        return True
-
-    def _schedule_retry(self) -> None:
-        if self._suspended or not self._started:
-            return
-        if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.get_running_loop().create_task(
-                self._retry(), name="speaker-retry"
-            )
-
-    async def _retry(self) -> None:
-        """Reopen a failed device: after retry_s, then backing off to 8x. Never ends by
-        itself while the device is failed: an unexpected error is logged and it goes on."""
-        cap = self.config.retry_s * _RETRY_GROWTH
-        while self._opened is None and self._started and not self._suspended:
-            await asyncio.sleep(self._retry_s)
-            self._retry_s = min(cap, self._retry_s * 2)
-            try:
-                if await self._try_open(verify=True):
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.exception("speaker: unexpected error: %s", _one_line(e))
-                self._set_state("failed", _one_line(e))
-
-    def _kick(self) -> None:
-        """Something is to be played: the stream runs (started now unless it is running)."""
-        if self._opened is None or self._suspended or self._verifying:
-            return  # (_try_open kicks after a trial, if something is queued by then)
-        if self._stream_task is None or self._stream_task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop: nothing can start the stream (never in the box)
-                return
-            self._stream_task = loop.create_task(self._run_stream(self._opened), name="speaker")
+        await self._device.resume()
 
     def _busy(self) -> bool:
         """Something is queued, or an answer is still arriving."""
         ring = self._ring
         return bool(self._answers) or (ring is not None and len(ring) > 0)
 
-    async def _run_stream(self, opened: _Opened) -> None:
-        """Start the stream, watch it while it plays, stop it speaker_idle_s after the last
-        sound; again at once if something came meanwhile. Only this task (and _verify)
-        starts and stops a stream."""
-        loop = asyncio.get_running_loop()
-        while opened is self._opened:
-            if not self._running:
-                t = time.monotonic()
-                try:
-                    await self._pa_call(_start_blocking, opened.stream, False)
-                except Exception as e:
-                    await self._lost(f"cannot start the output stream: {_one_line(e)}")
-                    return
-                self.last_start_ms = (time.monotonic() - t) * 1000
-                self.starts += 1
-                self._running = True
-            idle_since: float | None = None
-            while True:
-                await asyncio.sleep(_MONITOR_S)
-                if opened is not self._opened:
-                    return
-                if not self._alive(opened):
-                    await self._lost("the output stream stopped (device lost?)")
-                    return
-                if self._busy():
-                    idle_since = None
-                    continue
-                now = loop.time()
-                if idle_since is None:
-                    idle_since = now
-                if now - idle_since >= self.config.speaker_idle_s:
-                    break
-            try:
-                await self._pa_call(_abort_blocking, opened.stream)
-            except Exception as e:
-                await self._lost(f"cannot stop the output stream: {_one_line(e)}")
-                return
-            self._running = False
-            self.stops += 1
-            if not self._busy():
-                return
-
-    async def _lost(self, error: str) -> None:
-        await self._close(lost=True)
-        self._fail(error)
-        self._schedule_retry()
-
-    @staticmethod
-    def _alive(opened: _Opened) -> bool:
-        # Pa_IsStreamActive reads a flag: no PORTAUDIO_LOCK (a worker may hold it for seconds
-        # opening a device, and the loop must not wait for that).
-        try:
-            return bool(opened.stream.is_active())
-        except Exception:
-            return False
-
-    def _open_blocking(self, gen: int) -> _Opened:
-        """In a worker thread: a new PortAudio, the device, a stream (not started)."""
-        with PORTAUDIO_LOCK:
-            pa = open_pyaudio(self._pa_factory)
-            try:
-                with quiet_stderr():  # ALSA's probing and a failed open's trace: debug lines
-                    index, name, rate = _select_output(pa, self.config, self.source_rate)
-                    fpb = max(1, round(rate * self.config.period_ms / 1000))
-                    stream = pa.open(
-                        rate=rate,
-                        channels=1,
-                        format=_PA_INT16,
-                        output=True,
-                        output_device_index=index,
-                        frames_per_buffer=fpb,
-                        stream_callback=functools.partial(self._callback, gen),
-                        start=False,
-                    )
-                try:
-                    latency = float(stream.get_output_latency())
-                except Exception:
-                    latency = 0.0
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    pa.terminate()
-                raise
-        return _Opened(gen, pa, stream, index, name, rate, fpb, latency)
-
-    @staticmethod
-    def _close_blocking(opened: _Opened) -> None:
-        # close() on an active stream aborts it (Pa_CloseStream) rather than waiting for the
-        # device to play out its buffer as stop_stream() would. It still waits for PortAudio's
-        # thread, which cannot return while stuck in a blocking write: hence the timeout.
-        with PORTAUDIO_LOCK, quiet_stderr():
-            with contextlib.suppress(Exception):
-                opened.stream.close()
-            with contextlib.suppress(Exception):
-                opened.pa.terminate()
-
-    def _close_later(self, opened: _Opened) -> None:
-        threading.Thread(target=self._close_blocking, args=(opened,), daemon=True).start()
-
-    def _install(self, opened: _Opened) -> None:
+    def _install(self, opened: OpenedStream) -> None:
         """Buffers, ring and tracker for the opened device; the callback is not running yet."""
         rate = opened.rate
         if self._ring is None or self._tracker is None or self.device_rate != rate:
@@ -538,9 +221,6 @@ class Playback:
             self._tracker = PlaybackTracker(rate=rate)
             self.frames_played = 0
             self._answers.clear()
-        self._opened = opened
-        self._running = False
-        self._gen = opened.gen
         self.device_name = opened.name
         self.device_rate = rate
         self.frames_per_buffer = opened.frames_per_buffer
@@ -552,23 +232,10 @@ class Playback:
         if self._tap is not None:  # echo cancellation
             self._tap.open(rate, self.latency_s)
 
-    async def _close(self, *, lost: bool) -> None:
-        opened, self._opened = self._opened, None
-        self._running = False
-        if opened is not None:
-            self._gen += 1  # should the old stream's callback run again, it plays nothing
-            try:
-                await asyncio.wait_for(
-                    in_daemon_thread(self._close_blocking, opened), _CLOSE_TIMEOUT_S
-                )
-            except TimeoutError:
-                log.warning(
-                    "speaker: %r did not close within %g s (stuck?); left behind",
-                    opened.name,
-                    _CLOSE_TIMEOUT_S,
-                )
-        # Nothing queued can play any more: forget it (a revived device must not play stale
-        # answers), counting what was handed to the device as heard.
+    def _forget(self, lost: bool) -> None:
+        """The stream was closed: nothing queued can play any more (a revived device must not
+        play stale answers); what was handed to the device counts as heard. A lost device's
+        answers are cut (their late deltas are not played)."""
         if self._tracker is not None and self._ring is not None:
             self._tracker.played_up_to(self.frames_played)
             self._tracker.flush()
@@ -580,28 +247,6 @@ class Playback:
         self._answer_open = False
         self._release()
 
-    def _fail(self, error: str) -> None:
-        if not self._outage:
-            self._outage = True
-            log.warning(
-                "speaker: %s (device %r); trying again in %g s, then less often",
-                error,
-                self.config.output_device,
-                self._retry_s,
-            )
-        else:
-            log.debug("speaker: still failing: %s", error)
-        self._set_state("failed", error)
-
-    def _set_state(self, state: str, error: str | None) -> None:
-        changed = (state, error) != (self.state, self.error)
-        self.state, self.error = state, error
-        if changed and self._on_state is not None:
-            try:
-                self._on_state(state, error)
-            except Exception:
-                log.exception("speaker: on_state callback failed")
-
     # ---- the PortAudio callback (its own thread) -------------------------------------------
 
     def _callback(
@@ -609,7 +254,7 @@ class Playback:
     ) -> tuple[bytes, int]:
         """One period: ring -> volume -> PortAudio. Never blocks on I/O, never raises."""
         try:
-            if gen != self._gen:  # a stream given up on: it must not take from the ring
+            if gen != self._device.gen:  # a stream given up on: it must not take from the ring
                 return bytes(2 * frame_count), _PA_ABORT
             self.callbacks += 1
             out = self._out
@@ -710,7 +355,7 @@ class Playback:
         """Queue one delta of answer ``item_id`` (PCM16 mono at ``source_rate``)."""
         if item_id in self._cut_items:
             return  # barge-in already cut this answer: its late deltas are not played
-        if self._opened is None or self._ring is None:
+        if self._device.opened is None or self._ring is None:
             self._unplayable(item_id)
             return
         now = self._now_ms()
@@ -727,7 +372,7 @@ class Playback:
             self._reserve.begin(now)
             self._hold_here()
             self._arm_reserve_timer()
-            self._kick()  # starting the stream overlaps the wait for the reserve
+            self._device.kick()  # starting the stream overlaps the wait for the reserve
         elif self.underruns != self._underruns_seen:  # it ran dry: the callback holds it
             self._underruns_seen = self.underruns
             self._reserve.underran(now)
@@ -761,7 +406,7 @@ class Playback:
     def play_earcon(self, name: str) -> None:
         """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""
         ring = self._ring
-        if not self.config.sounds or self._opened is None or ring is None:
+        if not self.config.sounds or self._device.opened is None or ring is None:
             return
         with self._lock:
             # Held with nothing queued past the hold (an answer that ran dry): the earcon is
@@ -775,7 +420,7 @@ class Playback:
         self._enqueue(EARCON_PREFIX + name, earcon(name, self.device_rate), None)
         if move_hold:
             self._hold_here()
-        self._kick()
+        self._device.kick()
 
     def _push(self, answer: _Answer, frames: np.ndarray, *, final: bool) -> None:
         data = np.concatenate([answer.held, frames]) if len(answer.held) else frames
@@ -824,7 +469,7 @@ class Playback:
     def _unplayable(self, item_id: str) -> None:
         if item_id not in self._unplayed_warned:
             self._unplayed_warned.append(item_id)
-            why = "suspended (the sound cards changed)" if self._suspended else self.state
+            why = "suspended (the sound cards changed)" if self._device.suspended else self.state
             log.warning("speaker: %s; answer %s is not played", why, item_id)
 
     def flush(self) -> dict[str, int]:
@@ -903,12 +548,12 @@ class Playback:
         deadline = None if timeout is None else loop.time() + timeout
         step = max(0.005, self.config.period_ms / 2000)
         while not self.drained:
-            if self._opened is None:
+            if self._device.opened is None:
                 return self.drained
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(step)
-        if self._opened is not None:
+        if self._device.opened is not None:
             rest = self.latency_s
             if deadline is not None:
                 rest = min(rest, max(0.0, deadline - loop.time()))
