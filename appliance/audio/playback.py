@@ -55,6 +55,7 @@ from appliance.audio.earcons import earcon
 from appliance.audio.jitter import ReservePolicy
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import SampleRing
+from appliance.audio.speaker_stream import RATE_CANDIDATES as RATE_CANDIDATES  # (check.py's)
 from appliance.audio.speaker_stream import OpenedStream, SpeakerStream, StateCallback
 from appliance.audio.tracker import PlaybackTracker
 from appliance.config.schema import AudioConfig
