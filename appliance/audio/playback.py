@@ -153,6 +153,8 @@ class Playback:
         self._hold_at: int | None = None
         self._reserve_timer: asyncio.TimerHandle | None = None
         self._underruns_seen = 0
+        self._answer_began: float | None = None  # the first delta came (ms), until it plays
+        self.last_reserve_wait_ms = 0.0  # the last answer's first delta -> allowed to play
         # Latency figures, measured where the sound leaves the box (the output callback):
         self._watch: tuple[str, int] | None = None  # (answer, ring position of its 1st frame)
         self._first_sound: dict[str, float] = {}  # answer -> when its first frame was handed
@@ -330,6 +332,9 @@ class Playback:
             self._hold_at = self.frames_played + len(ring)
 
     def _release(self) -> None:
+        if self._answer_began is not None and self._reserve.waiting:  # the answer's start
+            self.last_reserve_wait_ms = self._now_ms() - self._answer_began
+        self._answer_began = None
         self._reserve.started()
         if self._reserve_timer is not None:
             self._reserve_timer.cancel()
@@ -371,6 +376,7 @@ class Playback:
             self._answer_open = True
             self._underruns_seen = self.underruns
             self._reserve.begin(now)
+            self._answer_began = now
             self._hold_here()
             self._arm_reserve_timer()
             self._device.kick()  # starting the stream overlaps the wait for the reserve
@@ -399,7 +405,14 @@ class Playback:
         if answer is None:
             return
         self._release()  # complete: nothing more to wait for
-        self._reserve.end()
+        need = self._reserve.end()
+        log.debug(
+            "speaker: answer %s waited %.0f ms for its reserve; it needed %.0f ms, next %.0f ms",
+            item_id,
+            self.last_reserve_wait_ms,
+            need,
+            self._reserve.reserve_ms,
+        )
         if answer.cut or self._ring is None:
             return
         self._push(answer, answer.resampler.flush(), final=True)
