@@ -21,7 +21,8 @@ network jitter into Playback over speaker_fifo and prints ``underruns`` (with th
 and ``underruns_without_reserve``: it pinned at 0, as playback was before) and ``reserve_ms``
 (what the reserve costs: first delta -> first sound); then bursts at 5x (``burst_reserve_ms``:
 where the reserve settles) and the first sound of an answer into a stopped stream against a
-running one (``first_sound_from_rest_ms_*``, ``first_sound_running_ms_*``).
+running one, handed to the device and heard (``first_sound_*``, ``heard_*``), what a start of
+the stopped stream costs, and what an open would (were it closed at rest).
 """
 
 from __future__ import annotations
@@ -316,15 +317,51 @@ async def _stream_answers(
     return costs
 
 
-async def _first_sound(playback: Playback, item_id: str) -> float:
-    """A whole answer at once (a burst) -> its first sound handed to the device, ms."""
+class Listener:
+    """Reads speaker_fifo at real-time pace in 5 ms steps, as a sound card plays it, and notes
+    when sound starts after silence: when the owner would hear it."""
+
+    def __init__(self, alsa: VirtualAlsa) -> None:
+        self.alsa = alsa
+        self.stop = threading.Event()
+        self.onsets: list[float] = []
+        self._was_loud = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        step_s, nbytes = 0.005, int(DEVICE_RATE * 0.005) * 2
+        start, n = time.monotonic(), 0
+        while not self.stop.is_set():
+            delay = start + n * step_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            n += 1
+            data = self.alsa.read_speaker_fifo(nbytes, timeout=step_s)
+            loud = bool(data) and bool(np.any(np.frombuffer(data, dtype=np.int16)))
+            if loud and not self._was_loud:
+                self.onsets.append(time.monotonic())
+            self._was_loud = loud
+
+    def heard_after(self, t: float) -> float:
+        later = [x for x in self.onsets if x >= t]
+        return (later[0] - t) * 1000 if later else float("nan")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+async def _first_sound(playback: Playback, item_id: str, ear: Listener) -> tuple[float, float]:
+    """A whole answer at once (a burst) -> (its first sound handed to the device, heard), ms."""
     pcm = (np.ones(int(0.1 * SOURCE_RATE)) * 4000).astype("<i2").tobytes()
     t0 = time.monotonic()
     playback.play_answer(item_id, pcm)
     playback.end_answer(item_id)
     await playback.wait_drained(2.0)
+    await asyncio.sleep(0.15)  # past the device's buffer: heard by now
     heard = playback.first_sound_at(item_id)
-    return (heard - t0) * 1000 if heard is not None else float("nan")
+    return (heard - t0) * 1000 if heard is not None else float("nan"), ear.heard_after(t0)
 
 
 async def measure_stream(jitter_ms: float, answers: int = 5, seconds: float = 2.0) -> dict:
@@ -335,9 +372,7 @@ async def measure_stream(jitter_ms: float, answers: int = 5, seconds: float = 2.
     from appliance.audio.jitter import ReservePolicy
 
     alsa = VirtualAlsa(tempfile.mkdtemp(prefix="bench-stream-")).install()
-    card = SoundCard(alsa, 0.02)
-    drain = threading.Thread(target=card.drain)
-    drain.start()
+    ear = Listener(alsa)
     rng = np.random.default_rng(7)
     out: dict = {"stream": "realtime", "jitter_ms": jitter_ms, "answers": answers}
     try:
@@ -362,26 +397,60 @@ async def measure_stream(jitter_ms: float, answers: int = 5, seconds: float = 2.
             out["burst_reserve_ms"] = round(playback.reserve_ms, 1)
             burst = await _stream_answers(playback, "burst-last", 1, 1.0, 5.0, 5.0, rng)
             out["burst_start_ms"] = round(burst[0], 1) if burst else float("nan")
-            rest, running = [], []
+            rest, running, starts = [], [], []
             for i in range(10):
                 await asyncio.sleep(config.speaker_idle_s + 0.4)  # stopped after it
                 assert not playback.running
-                rest.append(await _first_sound(playback, f"rest{i}"))
-                running.append(await _first_sound(playback, f"running{i}"))
-            out["first_sound_from_rest_ms_p50"] = round(pct(rest, 50), 1)
-            out["first_sound_from_rest_ms_p99"] = round(pct(rest, 99), 1)
-            out["first_sound_running_ms_p50"] = round(pct(running, 50), 1)
-            out["first_sound_running_ms_p99"] = round(pct(running, 99), 1)
+                rest.append(await _first_sound(playback, f"rest{i}", ear))
+                starts.append(playback.last_start_ms)
+                running.append(await _first_sound(playback, f"running{i}", ear))
+            for name, got in (("from_rest", rest), ("running", running)):
+                for k, what in ((0, "first_sound"), (1, "heard")):
+                    values = [x[k] for x in got]
+                    out[f"{what}_{name}_ms_p50"] = round(pct(values, 50), 1)
+                    out[f"{what}_{name}_ms_p99"] = round(pct(values, 99), 1)
+            out["start_stream_ms_p50"] = round(pct(starts, 50), 2)
+            out["start_stream_ms_p99"] = round(pct(starts, 99), 2)
+            opens = []
+            for _ in range(5):  # what a closed stream at rest would cost instead: an open
+                t = time.monotonic()
+                await playback.resume_device()  # close, new PortAudio, open (stopped)
+                opens.append((time.monotonic() - t) * 1000)
+            out["open_stream_ms_p50"] = round(pct(opens, 50), 1)
         async with Playback(config, source_rate=SOURCE_RATE) as playback:
             # The reserve pinned at 0: the answer starts at its first delta.
             playback._reserve = ReservePolicy(reserve_ms=0, min_ms=0, max_ms=0)
             await _stream_answers(playback, "rt", answers, seconds, 1.0, jitter_ms, rng)
             out["underruns_without_reserve"] = playback.underruns
     finally:
-        card.stop.set()
-        drain.join()
+        ear.close()
         alsa.close()
     return out
+
+
+def print_stream(r: dict) -> None:
+    print(
+        f"an answer streamed at 1.0x real time, +-{r['jitter_ms']:g} ms jitter, "
+        f"{r['answers']} answers: {r['underruns']} underruns (without the reserve: "
+        f"{r['underruns_without_reserve']}); the reserve costs {r['reserve_ms']} ms "
+        f"(max {r['reserve_ms_max']}; policy {r['reserve_ms_policy']} ms)"
+    )
+    print(
+        f"bursts at 5x: {r['burst_underruns']} underruns, the reserve settles at "
+        f"{r['burst_reserve_ms']} ms, a burst answer starts after {r['burst_start_ms']} ms"
+    )
+    for what, label in (("first_sound", "handed to the device"), ("heard", "heard")):
+        print(
+            f"a burst answer's first sound {label}: from a stopped stream p50 "
+            f"{r[what + '_from_rest_ms_p50']} / p99 {r[what + '_from_rest_ms_p99']} ms; "
+            f"into a running one p50 {r[what + '_running_ms_p50']} / p99 "
+            f"{r[what + '_running_ms_p99']} ms"
+        )
+    print(
+        f"starting the stopped stream: p50 {r['start_stream_ms_p50']} / p99 "
+        f"{r['start_stream_ms_p99']} ms; opening it (kept closed at rest instead): p50 "
+        f"{r['open_stream_ms_p50']} ms"
+    )
 
 
 def main() -> None:
@@ -431,22 +500,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def print_stream(r: dict) -> None:
-    print(
-        f"an answer streamed at 1.0x real time, +-{r['jitter_ms']:g} ms jitter, "
-        f"{r['answers']} answers: {r['underruns']} underruns (without the reserve: "
-        f"{r['underruns_without_reserve']}); the reserve costs {r['reserve_ms']} ms "
-        f"(max {r['reserve_ms_max']}; policy {r['reserve_ms_policy']} ms)"
-    )
-    print(
-        f"bursts at 5x: {r['burst_underruns']} underruns, the reserve settles at "
-        f"{r['burst_reserve_ms']} ms, a burst answer starts after {r['burst_start_ms']} ms"
-    )
-    print(
-        f"first sound of a burst answer: from a stopped stream p50 "
-        f"{r['first_sound_from_rest_ms_p50']} / p99 {r['first_sound_from_rest_ms_p99']} ms; "
-        f"into a running one p50 {r['first_sound_running_ms_p50']} / p99 "
-        f"{r['first_sound_running_ms_p99']} ms"
-    )
