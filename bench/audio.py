@@ -20,6 +20,15 @@ microphone from rest (Capture.press_to_capture_ms: listen(True) -> the later of 
 and the first callback less one period; a pipe has no start-up time, a card adds its own).
 
     .venv/bin/python bench/audio.py [--seconds 20] [--period-ms 20] [--json]
+        [--stream realtime [--jitter-ms 50]]
+
+With ``--stream realtime`` it also streams answers at 1.0x real time with +-``--jitter-ms`` of
+network jitter into Playback over speaker_fifo and prints ``underruns`` (with the jitter reserve,
+and ``underruns_without_reserve``: it pinned at 0, as playback was before) and ``reserve_ms``
+(what the reserve costs: first delta -> first sound); then bursts at 5x (``burst_reserve_ms``:
+where the reserve settles) and the first sound of an answer into a stopped stream against a
+running one, handed to the device and heard (``first_sound_*``, ``heard_*``), what a start of
+the stopped stream costs, and what an open would (were it closed at rest).
 """
 
 from __future__ import annotations
@@ -343,14 +352,195 @@ async def measure(seconds: float, period_ms: int) -> dict:
     }
 
 
+# ---- --stream: the jitter reserve, an answer streamed at about real time ---------------------
+
+STREAM_DELTA_S = 0.04  # the server's delta size (as the test server and Yandex send)
+
+
+async def _stream_answers(
+    playback: Playback,
+    item: str,
+    answers: int,
+    seconds: float,
+    speed: float,
+    jitter_ms: float,
+    rng: np.random.Generator,
+) -> list[float]:
+    """Send ``answers`` answers of ``seconds`` each in 40 ms deltas at ``speed`` x real time,
+    each delta delayed by up to +-jitter_ms (in order: one TCP connection), 0.5 s apart.
+    Returns each answer's first delta -> its first sound handed to the device, ms."""
+    tone = np.sin(2 * np.pi * 300 * np.arange(int(seconds * SOURCE_RATE)) / SOURCE_RATE) * 8000
+    pcm = tone.astype("<i2").tobytes()
+    step = int(STREAM_DELTA_S * SOURCE_RATE) * 2
+    costs = []
+    for a in range(answers):
+        item_id = f"{item}{a}"
+        start = time.monotonic() + 0.05
+        last = 0.0
+        first_at = None
+        for k, i in enumerate(range(0, len(pcm), step)):
+            at = start + k * STREAM_DELTA_S / speed + rng.uniform(-jitter_ms, jitter_ms) / 1000
+            last = max(last, at)
+            await asyncio.sleep(max(0.0, last - time.monotonic()))
+            first_at = first_at or time.monotonic()
+            playback.play_answer(item_id, pcm[i : i + step])
+        playback.end_answer(item_id)
+        await playback.wait_drained(seconds + 2)
+        heard = playback.first_sound_at(item_id)
+        if heard is not None and first_at is not None:
+            costs.append((heard - first_at) * 1000)
+        await asyncio.sleep(0.5)
+    return costs
+
+
+class Listener:
+    """Reads speaker_fifo at real-time pace in 5 ms steps, as a sound card plays it, and notes
+    when sound starts after silence: when the owner would hear it."""
+
+    def __init__(self, alsa: VirtualAlsa) -> None:
+        self.alsa = alsa
+        self.stop = threading.Event()
+        self.onsets: list[float] = []
+        self._was_loud = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        step_s, nbytes = 0.005, int(DEVICE_RATE * 0.005) * 2
+        start, n = time.monotonic(), 0
+        while not self.stop.is_set():
+            delay = start + n * step_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            n += 1
+            data = self.alsa.read_speaker_fifo(nbytes, timeout=step_s)
+            loud = bool(data) and bool(np.any(np.frombuffer(data, dtype=np.int16)))
+            if loud and not self._was_loud:
+                self.onsets.append(time.monotonic())
+            self._was_loud = loud
+
+    def heard_after(self, t: float) -> float:
+        later = [x for x in self.onsets if x >= t]
+        return (later[0] - t) * 1000 if later else float("nan")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+async def _first_sound(playback: Playback, item_id: str, ear: Listener) -> tuple[float, float]:
+    """A whole answer at once (a burst) -> (its first sound handed to the device, heard), ms."""
+    pcm = (np.ones(int(0.1 * SOURCE_RATE)) * 4000).astype("<i2").tobytes()
+    t0 = time.monotonic()
+    playback.play_answer(item_id, pcm)
+    playback.end_answer(item_id)
+    await playback.wait_drained(2.0)
+    await asyncio.sleep(0.15)  # past the device's buffer: heard by now
+    heard = playback.first_sound_at(item_id)
+    return (heard - t0) * 1000 if heard is not None else float("nan"), ear.heard_after(t0)
+
+
+async def measure_stream(jitter_ms: float, answers: int = 5, seconds: float = 2.0) -> dict:
+    """The jitter reserve through the real Playback over speaker_fifo (drained at real-time
+    pace): answers streamed at 1.0x with +-jitter_ms (with the reserve, and with it pinned at
+    0: what playback did before), then bursts at 5x (where the reserve settles); and the first
+    sound of a burst answer into a stopped stream (it starts) and into a running one."""
+    from appliance.audio.jitter import ReservePolicy
+
+    alsa = VirtualAlsa(tempfile.mkdtemp(prefix="bench-stream-")).install()
+    ear = Listener(alsa)
+    rng = np.random.default_rng(7)
+    out: dict = {"stream": "realtime", "jitter_ms": jitter_ms, "answers": answers}
+    try:
+        config = AudioConfig(
+            output_device="speaker_fifo",
+            output_rate=DEVICE_RATE,
+            volume=1.0,
+            sounds=False,
+            speaker_idle_s=0.5,
+        )
+        async with Playback(config, source_rate=SOURCE_RATE) as playback:
+            costs = await _stream_answers(playback, "rt", answers, seconds, 1.0, jitter_ms, rng)
+            out["underruns"] = playback.underruns
+            out["reserve_ms"] = round(float(np.mean(costs)), 1) if costs else float("nan")
+            out["reserve_ms_max"] = round(max(costs), 1) if costs else float("nan")
+            out["reserve_ms_policy"] = round(playback.reserve_ms, 1)
+            out["stream_starts"] = playback.starts
+        async with Playback(config, source_rate=SOURCE_RATE) as playback:
+            # A session whose server bursts (5x real time): where the reserve settles.
+            await _stream_answers(playback, "burst", 10, 1.0, 5.0, 5.0, rng)
+            out["burst_underruns"] = playback.underruns
+            out["burst_reserve_ms"] = round(playback.reserve_ms, 1)
+            burst = await _stream_answers(playback, "burst-last", 1, 1.0, 5.0, 5.0, rng)
+            out["burst_start_ms"] = round(burst[0], 1) if burst else float("nan")
+            rest, running, starts = [], [], []
+            for i in range(10):
+                await asyncio.sleep(config.speaker_idle_s + 0.4)  # stopped after it
+                assert not playback.running
+                rest.append(await _first_sound(playback, f"rest{i}", ear))
+                starts.append(playback.last_start_ms)
+                running.append(await _first_sound(playback, f"running{i}", ear))
+            for name, got in (("from_rest", rest), ("running", running)):
+                for k, what in ((0, "first_sound"), (1, "heard")):
+                    values = [x[k] for x in got]
+                    out[f"{what}_{name}_ms_p50"] = round(pct(values, 50), 1)
+                    out[f"{what}_{name}_ms_p99"] = round(pct(values, 99), 1)
+            out["start_stream_ms_p50"] = round(pct(starts, 50), 2)
+            out["start_stream_ms_p99"] = round(pct(starts, 99), 2)
+            opens = []
+            for _ in range(5):  # what a closed stream at rest would cost instead: an open
+                t = time.monotonic()
+                await playback.resume_device()  # close, new PortAudio, open (stopped)
+                opens.append((time.monotonic() - t) * 1000)
+            out["open_stream_ms_p50"] = round(pct(opens, 50), 1)
+        async with Playback(config, source_rate=SOURCE_RATE) as playback:
+            # The reserve pinned at 0: the answer starts at its first delta.
+            playback._reserve = ReservePolicy(reserve_ms=0, min_ms=0, max_ms=0)
+            await _stream_answers(playback, "rt", answers, seconds, 1.0, jitter_ms, rng)
+            out["underruns_without_reserve"] = playback.underruns
+    finally:
+        ear.close()
+        alsa.close()
+    return out
+
+
+def print_stream(r: dict) -> None:
+    print(
+        f"an answer streamed at 1.0x real time, +-{r['jitter_ms']:g} ms jitter, "
+        f"{r['answers']} answers: {r['underruns']} underruns (without the reserve: "
+        f"{r['underruns_without_reserve']}); the reserve costs {r['reserve_ms']} ms "
+        f"(max {r['reserve_ms_max']}; policy {r['reserve_ms_policy']} ms)"
+    )
+    print(
+        f"bursts at 5x: {r['burst_underruns']} underruns, the reserve settles at "
+        f"{r['burst_reserve_ms']} ms, a burst answer starts after {r['burst_start_ms']} ms"
+    )
+    for what, label in (("first_sound", "handed to the device"), ("heard", "heard")):
+        print(
+            f"a burst answer's first sound {label}: from a stopped stream p50 "
+            f"{r[what + '_from_rest_ms_p50']} / p99 {r[what + '_from_rest_ms_p99']} ms; "
+            f"into a running one p50 {r[what + '_running_ms_p50']} / p99 "
+            f"{r[what + '_running_ms_p99']} ms"
+        )
+    print(
+        f"starting the stopped stream: p50 {r['start_stream_ms_p50']} / p99 "
+        f"{r['start_stream_ms_p99']} ms; opening it (kept closed at rest instead): p50 "
+        f"{r['open_stream_ms_p50']} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--period-ms", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--stream", choices=("realtime",), help="also the jitter reserve")
+    parser.add_argument("--jitter-ms", type=float, default=50.0)
     args = parser.parse_args()
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     r = asyncio.run(measure(args.seconds, args.period_ms))
+    if args.stream:
+        r.update(asyncio.run(measure_stream(args.jitter_ms)))
     if args.json:
         print(json.dumps(r))
         return
@@ -384,6 +574,8 @@ def main() -> None:
         f"{r['press_to_capture_ms_p50']} ms, p99 {r['press_to_capture_ms_p99']} ms (goal <= 30)"
     )
     print(f"overruns {r['overruns']}, underruns {r['underruns']}")
+    if args.stream:
+        print_stream(r)
 
 
 if __name__ == "__main__":

@@ -225,6 +225,7 @@ async def test_volume_change_applies_from_the_next_period(alsa):
         got = bytearray()
         while p.frames_played < RATE // 10:  # ~0.1 s of the answer played at full volume
             got += alsa.read_speaker_fifo(1 << 16, timeout=0.01)
+            await asyncio.sleep(0)  # (the loop starts the stream)
         changed_at = p.frames_played
         p.volume = 0.25
         out = np.concatenate([np.frombuffer(bytes(got), dtype="<i2"), await capture(alsa, p)])
@@ -259,20 +260,28 @@ async def test_end_answer_fades_out(alsa):
     assert max_step(y) <= max_step(x)
 
 
-async def test_underruns_count_only_while_an_answer_is_open(alsa):
+async def test_an_answer_that_runs_dry_counts_one_underrun_and_waits_for_its_reserve(alsa):
     # The file device plays as fast as the CPU: a short delta runs dry at once.
     async with Playback(config(), source_rate=RATE) as p:
-        await asyncio.sleep(0.05)
-        assert p.underruns == 0  # idle silence before any answer is not an underrun
-        p.play_answer("item_1", sine(0.05).tobytes())
-        await asyncio.sleep(0.05)  # the answer is not finished, the ring ran dry
-        assert p.underruns > 0
-        p.end_answer("item_1")
+        p.play_earcon("sent")
         assert await p.wait_drained(2.0)
-        before = p.underruns
+        assert p.underruns == 0  # silence with no answer open is not an underrun
+        first = p.reserve_ms
+        p.play_answer("item_1", sine(0.05).tobytes())  # 50 ms: less than the reserve
+        await asyncio.sleep(first / 2000)
+        assert p.audio_end_ms("item_1") == 0  # held for the reserve
+        await asyncio.sleep(first / 1000)  # waited the reserve: it plays, and runs dry
+        assert p.audio_end_ms("item_1") > 0
+        assert p.underruns == 1  # one gap, not one per period
+        callbacks = p.callbacks
+        p.play_answer("item_1", sine(0.05).tobytes())  # after the gap: held again, longer
+        assert p.reserve_ms >= 1.5 * first
         await asyncio.sleep(0.05)
-        assert p.underruns == before
-        assert p.callbacks > 10
+        assert p.callbacks > callbacks and p.underruns == 1
+        assert p.audio_end_ms("item_1") == 45  # the first delta but its 5 ms tail: held
+        p.end_answer("item_1")  # complete: nothing more to wait for
+        assert await p.wait_drained(2.0)
+        assert p.audio_end_ms("item_1") == 100 and p.underruns == 1
 
 
 # ---- barge-in ----------------------------------------------------------------------------------
@@ -415,7 +424,7 @@ async def test_recovers_after_the_device_fails_to_open(alsa, caplog):
             assert await p.wait_drained(2.0)
     assert same_audio(alsa.read_speaker(), x)
     messages = [r.message for r in caplog.records]
-    assert len([m for m in messages if "retrying every" in m]) == 1
+    assert len([m for m in messages if "trying again in" in m]) == 1
     assert len([m for m in messages if "back on 'speaker'" in m]) == 1
     assert states == ["failed", "running", "stopped"]
 
@@ -430,6 +439,9 @@ async def test_stream_that_dies_is_reopened_when_the_device_works_again(alsa, ca
     try:
         with caplog.at_level(logging.INFO, logger="appliance"):
             async with Playback(config()) as p:
+                # Opened and stopped: nothing has tried the device yet.
+                assert p.state == "running" and not p.running
+                p.play_earcon("listening")  # the start finds it
                 for _ in range(100):
                     if p.state == "failed":
                         break
@@ -451,5 +463,180 @@ async def test_stream_that_dies_is_reopened_when_the_device_works_again(alsa, ca
             spk.rmdir()
     assert same_audio(alsa.read_speaker(), x)
     messages = [r.message for r in caplog.records if r.name.startswith("appliance")]
-    assert len([m for m in messages if "retrying every" in m]) == 1
+    assert len([m for m in messages if "trying again in" in m]) == 1
     assert len([m for m in messages if "back on" in m]) == 1
+
+
+# ---- the stream runs only while something plays ----------------------------------------------
+
+
+def speaker_tasks() -> list[str]:
+    return [
+        t.get_name() for t in asyncio.all_tasks() if t.get_name() in ("speaker", "speaker-retry")
+    ]
+
+
+async def test_stream_is_stopped_at_rest_started_by_an_earcon_and_stopped_after_draining(alsa):
+    from appliance.audio.earcons import earcon
+
+    async with Playback(config(speaker_idle_s=0.5), source_rate=RATE) as p:
+        assert p.state == "running"  # opened, and the device is fine
+        await asyncio.sleep(0.2)
+        # At rest: no callbacks, nothing running on the loop for the speaker.
+        assert not p.running and p.callbacks == 0 and p.starts == 0
+        assert speaker_tasks() == []
+        p.play_earcon("listening")  # the press: the earcon starts the stream
+        assert await p.wait_drained(2.0)
+        assert p.running and p.starts == 1 and p.callbacks > 0
+        await asyncio.sleep(0.2)
+        assert p.running  # kept running for a while after the sound
+        for _ in range(100):
+            if not p.running:
+                break
+            await asyncio.sleep(0.02)
+        assert not p.running and p.stops == 1 and p.state == "running"
+        await asyncio.sleep(0.05)
+        callbacks = p.callbacks
+        await asyncio.sleep(0.2)
+        assert p.callbacks == callbacks and speaker_tasks() == []
+        x = noise_answer(0.2, seed=7)
+        p.play_answer("item_1", x.tobytes())  # an answer starts it again
+        p.end_answer("item_1")
+        assert await p.wait_drained(2.0)
+        assert p.starts == 2
+    out = alsa.read_speaker()
+    # The earcon played whole from its first sample: the start delayed it, it did not clip it.
+    ding = earcon("listening", RATE)
+    start = answer_region(out) - answer_region(ding)
+    assert start >= 2 * FPB and start % FPB == 0  # after PortAudio's prefill: a new start
+    assert np.array_equal(out[start : start + len(ding)], ding)
+    assert same_audio(out[start + len(ding) :], x)
+
+
+async def test_answer_waits_for_its_reserve_unless_it_comes_faster_than_real_time(alsa):
+    async with on_speaker_fifo(alsa, config(output_device="speaker_fifo")) as p:
+        reserve = p.reserve_ms
+        got = bytearray()
+        reader = asyncio.create_task(read_paced(alsa, 3.0, got))
+        # In 40 ms deltas at real time: it waits for the reserve.
+        x = sine(0.6)
+        step = RATE * 40 // 1000
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, len(x), step)):
+            await asyncio.sleep(max(0.0, t0 + k * 0.04 - time.monotonic()))
+            p.play_answer("item_1", x[i : i + step].tobytes())
+        p.end_answer("item_1")
+        waited = (p.first_sound_at("item_1") - t0) * 1000
+        assert reserve - 5 <= waited <= reserve + 4 * PERIOD_MS, waited
+        assert await p.wait_drained(3.0) and p.underruns == 0
+        # All at once (a burst): it starts at once.
+        t0 = time.monotonic()
+        p.play_answer("item_2", sine(0.6).tobytes())
+        p.end_answer("item_2")
+        assert await p.wait_drained(3.0)
+        assert (p.first_sound_at("item_2") - t0) * 1000 <= 4 * PERIOD_MS  # < the reserve
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+# ---- suspend and resume (the sound cards changed) ----------------------------------------------
+
+
+async def test_suspend_and_resume_device(alsa, caplog):
+    # NOT the real library while "the card is gone": the factory fails on demand (one
+    # enumeration of the fixed virtual devices cannot lose a card); real PyAudio otherwise.
+    gone = False
+    inits = []
+
+    def pa_factory():
+        inits.append(1)
+        if gone:
+            raise OSError("[Errno -9996] Invalid output device (no default output device)")
+        return pyaudio.PyAudio()
+
+    states = []
+    with caplog.at_level(logging.INFO, logger="appliance"):
+        async with Playback(
+            config(), pa_factory=pa_factory, on_state=lambda s, e: states.append(s)
+        ) as p:
+            p.play_earcon("listening")
+            assert await p.wait_drained(2.0)
+            await p.suspend_device()
+            await p.suspend_device()  # idempotent
+            assert p.state == "running" and not p.running and p.drained
+            p.play_answer("item_1", sine(0.1).tobytes())  # nowhere to play: said once
+            await p.resume_device()  # a fresh PortAudio: a new enumeration
+            assert len(inits) == 2 and p.state == "running" and not p.running
+            x = noise_answer(0.2, seed=9)
+            p.play_answer("item_2", x.tobytes())
+            p.end_answer("item_2")
+            assert await p.wait_drained(2.0)
+            gone = True
+            await p.suspend_device()  # closed: the speaker's file is complete
+            heard, sent = alsa.read_speaker(), x[x != 0]
+            assert np.array_equal(heard[heard != 0], sent)  # played whole after resume
+            await p.resume_device()
+            assert p.state == "failed" and "Invalid output device" in p.error
+            await asyncio.sleep(0.35)  # quiet retries: after 0.1 s, then 0.2 s
+            assert len(inits) >= 4 and p.state == "failed"
+            gone = False
+            for _ in range(100):
+                if p.state == "running":
+                    break
+                await asyncio.sleep(0.02)
+            assert p.state == "running"
+    assert states == ["running", "failed", "running", "stopped"]
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "suspended" in w and "item_1" in w]) == 1
+    assert len([w for w in warnings if "Invalid output device" in w]) == 1  # then quiet
+
+
+async def test_every_portaudio_call_holds_the_lock(alsa, monkeypatch):
+    from appliance.audio.devices import PORTAUDIO_LOCK
+
+    unlocked: list[str] = []
+
+    def check(what: str) -> None:
+        if not PORTAUDIO_LOCK._is_owned():
+            unlocked.append(what)
+
+    def checked(obj, name):
+        real = getattr(obj, name)
+
+        def call(*args, **kwargs):
+            check(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    class CheckedPyAudio(pyaudio.PyAudio):
+        def __init__(self):
+            check("initialize")
+            super().__init__()
+
+        def terminate(self):
+            check("terminate")
+            super().terminate()
+
+        def open(self, *args, **kwargs):
+            check("open")
+            stream = super().open(*args, **kwargs)
+            for name in ("start_stream", "stop_stream", "close"):
+                setattr(stream, name, checked(stream, name))
+            return stream
+
+    monkeypatch.setattr(pyaudio.pa, "abort_stream", checked(pyaudio.pa, "abort_stream"))
+    async with Playback(
+        config(speaker_idle_s=0.3), pa_factory=CheckedPyAudio, source_rate=RATE
+    ) as p:
+        p.play_earcon("sent")
+        assert await p.wait_drained(2.0)
+        for _ in range(100):
+            if not p.running:
+                break
+            await asyncio.sleep(0.02)
+        assert p.stops == 1
+        await p.suspend_device()
+        await p.resume_device()
+    assert unlocked == []

@@ -27,16 +27,20 @@ answer are held back from the ring until the next delta or ``end_answer()``, whi
 An answer longer than the ring (``playback_buffer_s``) is cut, faded, with one warning; audio
 already queued is never dropped to make room (the ring's drop-oldest is not used here).
 
-Device failure: a device that does not open, or a stream that dies, gives ONE warning and state
-"failed"; the device is tried again every ``retry_s`` (a new PortAudio initialisation each time,
-so a replugged device is found) and one info line says when it is back.
+The stream runs only while something plays (:mod:`appliance.audio.speaker_stream`: opened
+but stopped at rest, started by the first sound queued, stopped ``speaker_idle_s`` after the
+ring ran empty; device failures, retries, suspend and resume). The echo canceller's reference
+needs nothing more: what was not played is silence.
+
+Jitter: an answer starts only once it has a reserve (:mod:`appliance.audio.jitter`): the
+callback does not read past a hold position in the ring until the loop releases it (reserve
+buffered or waited for, or the answer ended); earcons queued before the answer play meanwhile.
+An answer that runs dry while it plays counts an underrun and is held again the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import threading
 import time
@@ -47,41 +51,21 @@ from typing import Any
 
 import numpy as np
 
-from appliance.audio.devices import AudioDeviceError, find_device, open_pyaudio, pick_rate
 from appliance.audio.earcons import earcon
+from appliance.audio.jitter import ReservePolicy
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import SampleRing
+from appliance.audio.speaker_stream import RATE_CANDIDATES as RATE_CANDIDATES  # (check.py's)
+from appliance.audio.speaker_stream import OpenedStream, SpeakerStream, StateCallback
 from appliance.audio.tracker import PlaybackTracker
-from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
 
 FADE_S = 0.005  # the longest fade-out at a flush or at the end of an answer
-RATE_CANDIDATES = (48000, 44100, 24000)  # after the answer's own rate, when output_rate is 0
 EARCON_PREFIX = "earcon:"
 _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
 _PA_ABORT = 2  # pyaudio.paAbort
-_PA_INT16 = 8  # pyaudio.paInt16
-_MONITOR_S = 0.1  # how often the loop checks that the stream is still alive
-_STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
-_OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
-_CLOSE_TIMEOUT_S = 2.0
-
-StateCallback = Callable[[str, "str | None"], None]
-
-
-def _select_output(pa: Any, config: AudioConfig, source_rate: int) -> tuple[int, str, int]:
-    """(index, name, rate) of the configured output device; the one seam to devices.py.
-
-    ``output_rate`` set: that rate or an error. 0: the answer's rate, then 48000, 44100, 24000.
-    """
-    device = find_device(pa, config.output_device, "output")
-    if config.output_rate:
-        rate = pick_rate(pa, device, "output", config.output_rate, ())
-    else:
-        rate = pick_rate(pa, device, "output", source_rate, RATE_CANDIDATES)
-    return device.index, device.name, rate
 
 
 def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
@@ -93,12 +77,6 @@ def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
     ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)  # just under 1 ... 0
     out[-n:] = np.rint(out[-n:].astype(np.float64) * ramp).astype(np.int16)
     return out
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    plain = isinstance(error, OSError | LookupError | AudioDeviceError)
-    return text if plain else f"{type(error).__name__}: {text}"
 
 
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -116,22 +94,12 @@ class _Answer:
     watched: bool = False  # its first frame's position is watched (first_sound_at)
 
 
-@dataclass
-class _Opened:
-    gen: int  # which open this is: a callback of an older stream plays nothing
-    pa: Any
-    stream: Any
-    index: int
-    name: str
-    rate: int
-    frames_per_buffer: int
-
-
 class Playback:
     """The speaker. ``async with Playback(config.audio, source_rate=44100) as speaker: ...``
 
     Loop side (asyncio thread only): play_answer, end_answer, play_earcon, flush, audio_end_ms,
-    playing_item, drained, wait_drained, volume, start, stop. Callback side: _callback only.
+    playing_item, drained, wait_drained, volume, start, stop, suspend_device, resume_device.
+    Callback side: _callback only.
     """
 
     def __init__(
@@ -147,10 +115,16 @@ class Playback:
         self.source_rate = int(source_rate)
         # echo cancellation: an optional ReferenceTap fed with every frame handed to the device
         self._tap = tap
-        self._pa_factory = pa_factory
-        self._on_state = on_state
-        self.state = "stopped"
-        self.error: str | None = None
+        self._device = SpeakerStream(
+            config,
+            source_rate=self.source_rate,
+            callback=self._callback,
+            on_open=self._install,
+            on_close=self._forget,
+            busy=self._busy,
+            pa_factory=pa_factory,
+            on_state=on_state,
+        )
         self.device_name = ""
         self.device_rate = 0
         self.frames_per_buffer = 0
@@ -159,7 +133,7 @@ class Playback:
         self.frames_played = 0  # callback: real audio frames taken from the ring, monotonic
         self.callbacks = 0  # callback
         self.callback_errors = 0  # callback
-        self.underruns = 0  # callback
+        self.underruns = 0  # callback: an answer ran dry while playing (each is one gap)
         self.cut_frames = 0  # loop: frames not played because the ring was full
         self._gain = float(np.clip(config.volume, 0.0, 1.0))
         self._answer_open = False  # loop -> callback: an answer is not finished yet
@@ -172,17 +146,34 @@ class Playback:
         self._silence = b""
         self._answers: dict[str, _Answer] = {}
         self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
+        # The jitter reserve: the callback reads no further than _hold_at (a ring position in
+        # frames_played terms) until the loop releases it (under _lock; the callback sets it
+        # too, when an answer runs dry).
+        self._reserve = ReservePolicy(read_ahead_ms=2.0 * config.period_ms)
+        self._hold_at: int | None = None
+        self._reserve_timer: asyncio.TimerHandle | None = None
+        self._underruns_seen = 0
+        self._answer_began: float | None = None  # the first delta came (ms), until it plays
+        self.last_reserve_wait_ms = 0.0  # the last answer's first delta -> allowed to play
         # Latency figures, measured where the sound leaves the box (the output callback):
         self._watch: tuple[str, int] | None = None  # (answer, ring position of its 1st frame)
         self._first_sound: dict[str, float] = {}  # answer -> when its first frame was handed
         self._flush_at: float | None = None  # a flush the callback has not yet acted on
         self.last_flush_ms: float | None = None  # flush -> the device got its fade and silence
         self._unplayed_warned: deque[str] = deque(maxlen=32)
-        self._opened: _Opened | None = None
-        self._gen = 0  # the generation of the stream the callback may serve
-        self._opened_at = 0.0
-        self._outage = False  # a failure was logged and the device is not back yet
-        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def reserve_ms(self) -> float:
+        """The jitter reserve an answer waits for before it starts (adapted per session)."""
+        return self._reserve.reserve_ms
+
+    # the stream's figures (speaker_stream.py)
+    state = property(lambda self: self._device.state)  # stopped, running, failed
+    error = property(lambda self: self._device.error)
+    running = property(lambda self: self._device.running)  # started (something plays)
+    starts = property(lambda self: self._device.starts)  # started by something to play
+    stops = property(lambda self: self._device.stops)  # stopped after speaker_idle_s of nothing
+    last_start_ms = property(lambda self: self._device.last_start_ms)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -194,126 +185,37 @@ class Playback:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the device (or enter "failed" and keep retrying); never raises for the device."""
-        if self._task is not None:
-            return
-        await self._try_open()
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="playback")
+        """Open the device, stream stopped (or enter "failed" and keep retrying); never raises
+        for the device."""
+        await self._device.start()
 
     async def stop(self) -> None:
         """Stop at once (queued audio is dropped); idempotent. Use wait_drained() first to let
         an answer finish."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._close(lost=False)
-        self._set_state("stopped", None)
+        await self._device.stop()
 
-    async def _supervise(self) -> None:
-        """Retry a failed device every retry_s; notice a stream that died. Never ends by
-        itself: an unexpected error is logged and the loop goes on."""
-        while True:
-            try:
-                await self._supervise_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.exception("speaker: unexpected error: %s", _one_line(e))
-                self._set_state("failed", _one_line(e))
-                await asyncio.sleep(self.config.retry_s)
+    async def suspend_device(self) -> None:
+        """Close the stream and terminate PortAudio, in any state, until resume_device();
+        idempotent. For a watcher of the sound cards: PortAudio sees a changed set of cards
+        only after every PortAudio instance in the process was terminated (the capture side's
+        too). Queued audio is dropped (counted as heard up to what the device was handed); an
+        answer still arriving plays on from its next delta after resume_device(). The state
+        is left as it was; what is asked to play meanwhile is not played (one warning per
+        answer)."""
+        await self._device.suspend()
 
-    async def _supervise_once(self) -> None:
-        if self._opened is None:
-            await asyncio.sleep(self.config.retry_s)
-            await self._try_open()
-            return
-        await asyncio.sleep(_MONITOR_S)
-        opened = self._opened
-        if opened is None:
-            return
-        if not self._alive(opened):
-            await self._close(lost=True)
-            self._fail("the output stream stopped (device lost?)")
-        elif self._outage and time.monotonic() - self._opened_at >= _STABLE_S:
-            self._outage = False
-            log.info("speaker: back on %r at %d Hz", self.device_name, self.device_rate)
-            self._set_state("running", None)
+    async def resume_device(self) -> None:
+        """Look for the device again (a new PortAudio initialisation, so a new enumeration) and
+        open it, stream stopped: state "running". If it cannot be opened: "failed" and quiet
+        retries. Closes first if it was not suspended. Nothing before start() or after stop()."""
+        await self._device.resume()
 
-    @staticmethod
-    def _alive(opened: _Opened) -> bool:
-        try:
-            return bool(opened.stream.is_active())
-        except Exception:
-            return False
+    def _busy(self) -> bool:
+        """Something is queued, or an answer is still arriving."""
+        ring = self._ring
+        return bool(self._answers) or (ring is not None and len(ring) > 0)
 
-    async def _try_open(self) -> bool:
-        fut = in_daemon_thread(
-            self._open_blocking, self._gen + 1, late=self._close_later, name="playback-io"
-        )
-        try:
-            opened = await asyncio.wait_for(fut, _OPEN_TIMEOUT_S)
-        except TimeoutError:
-            self._fail(f"the device did not open within {_OPEN_TIMEOUT_S:g} s")
-            return False
-        except Exception as e:
-            self._fail(_one_line(e))
-            return False
-        self._install(opened)
-        try:
-            await asyncio.wait_for(in_daemon_thread(opened.stream.start_stream), _OPEN_TIMEOUT_S)
-        except Exception as e:
-            await self._close(lost=True)
-            self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
-            return False
-        self._opened_at = time.monotonic()
-        if not self._outage:
-            log.info(
-                "speaker: %r at %d Hz, %d ms periods",
-                opened.name,
-                opened.rate,
-                self.config.period_ms,
-            )
-            self._set_state("running", None)
-        return True
-
-    def _open_blocking(self, gen: int) -> _Opened:
-        """In a worker thread: a new PortAudio, the device, a stream (not yet started)."""
-        pa = open_pyaudio(self._pa_factory)
-        try:
-            index, name, rate = _select_output(pa, self.config, self.source_rate)
-            fpb = max(1, round(rate * self.config.period_ms / 1000))
-            stream = pa.open(
-                rate=rate,
-                channels=1,
-                format=_PA_INT16,
-                output=True,
-                output_device_index=index,
-                frames_per_buffer=fpb,
-                stream_callback=functools.partial(self._callback, gen),
-                start=False,
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                pa.terminate()
-            raise
-        return _Opened(gen, pa, stream, index, name, rate, fpb)
-
-    @staticmethod
-    def _close_blocking(opened: _Opened) -> None:
-        # close() on an active stream aborts it (Pa_CloseStream) rather than waiting for the
-        # device to play out its buffer as stop_stream() would. It still waits for PortAudio's
-        # thread, which cannot return while stuck in a blocking write: hence the timeout.
-        with contextlib.suppress(Exception):
-            opened.stream.close()
-        with contextlib.suppress(Exception):
-            opened.pa.terminate()
-
-    def _close_later(self, opened: _Opened) -> None:
-        threading.Thread(target=self._close_blocking, args=(opened,), daemon=True).start()
-
-    def _install(self, opened: _Opened) -> None:
+    def _install(self, opened: OpenedStream) -> None:
         """Buffers, ring and tracker for the opened device; the callback is not running yet."""
         rate = opened.rate
         if self._ring is None or self._tracker is None or self.device_rate != rate:
@@ -322,8 +224,6 @@ class Playback:
             self._tracker = PlaybackTracker(rate=rate)
             self.frames_played = 0
             self._answers.clear()
-        self._opened = opened
-        self._gen = opened.gen
         self.device_name = opened.name
         self.device_rate = rate
         self.frames_per_buffer = opened.frames_per_buffer
@@ -331,29 +231,14 @@ class Playback:
         self._out = np.zeros(opened.frames_per_buffer, dtype=np.int16)
         self._fbuf = np.zeros(opened.frames_per_buffer, dtype=np.float32)
         self._silence = bytes(2 * opened.frames_per_buffer)
-        try:
-            self.latency_s = float(opened.stream.get_output_latency())
-        except Exception:
-            self.latency_s = 0.0
+        self.latency_s = opened.latency_s
         if self._tap is not None:  # echo cancellation
             self._tap.open(rate, self.latency_s)
 
-    async def _close(self, *, lost: bool) -> None:
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            self._gen += 1  # should the old stream's callback run again, it plays nothing
-            try:
-                await asyncio.wait_for(
-                    in_daemon_thread(self._close_blocking, opened), _CLOSE_TIMEOUT_S
-                )
-            except TimeoutError:
-                log.warning(
-                    "speaker: %r did not close within %g s (stuck?); left behind",
-                    opened.name,
-                    _CLOSE_TIMEOUT_S,
-                )
-        # Nothing queued can play any more: forget it (a revived device must not play stale
-        # answers), counting what was handed to the device as heard.
+    def _forget(self, lost: bool) -> None:
+        """The stream was closed: nothing queued can play any more (a revived device must not
+        play stale answers); what was handed to the device counts as heard. A lost device's
+        answers are cut (their late deltas are not played)."""
         if self._tracker is not None and self._ring is not None:
             self._tracker.played_up_to(self.frames_played)
             self._tracker.flush()
@@ -363,28 +248,7 @@ class Playback:
                 self._cut_items.append(item_id)
         self._answers.clear()
         self._answer_open = False
-
-    def _fail(self, error: str) -> None:
-        if not self._outage:
-            self._outage = True
-            log.warning(
-                "speaker: %s (device %r); retrying every %g s",
-                error,
-                self.config.output_device,
-                self.config.retry_s,
-            )
-        else:
-            log.debug("speaker: still failing: %s", error)
-        self._set_state("failed", error)
-
-    def _set_state(self, state: str, error: str | None) -> None:
-        changed = (state, error) != (self.state, self.error)
-        self.state, self.error = state, error
-        if changed and self._on_state is not None:
-            try:
-                self._on_state(state, error)
-            except Exception:
-                log.exception("speaker: on_state callback failed")
+        self._release()
 
     # ---- the PortAudio callback (its own thread) -------------------------------------------
 
@@ -393,7 +257,7 @@ class Playback:
     ) -> tuple[bytes, int]:
         """One period: ring -> volume -> PortAudio. Never blocks on I/O, never raises."""
         try:
-            if gen != self._gen:  # a stream given up on: it must not take from the ring
+            if gen != self._device.gen:  # a stream given up on: it must not take from the ring
                 return bytes(2 * frame_count), _PA_ABORT
             self.callbacks += 1
             out = self._out
@@ -405,8 +269,17 @@ class Playback:
             n = 0
             if ring is not None:
                 with self._lock:
-                    n = ring.read_into(out)
+                    hold = self._hold_at
+                    if hold is None:
+                        n = ring.read_into(out)
+                    elif hold > self.frames_played:  # what is queued before the held answer
+                        n = ring.read_into(out[: min(frame_count, hold - self.frames_played)])
                     self.frames_played += n
+                    if hold is None and n < frame_count and self._answer_open:
+                        # Ran dry while an answer plays: one underrun, and the rest of the
+                        # answer waits for a reserve again (one gap, not a stutter).
+                        self.underruns += 1
+                        self._hold_at = self.frames_played
                     watch = self._watch
                     if watch is not None and self.frames_played > watch[1]:
                         self._first_sound[watch[0]] = time.monotonic()
@@ -418,8 +291,6 @@ class Playback:
                         self._flush_at = None
             if n < frame_count:
                 out[n:] = 0
-                if self._answer_open:
-                    self.underruns += 1
             gain = self._gain
             if n and gain < 1.0:
                 # |x * g| <= |x| for g <= 1: never outside int16, so no clipping is needed.
@@ -448,13 +319,52 @@ class Playback:
         """Software volume 0..1 (clamped); the next callback uses it."""
         self._gain = float(min(1.0, max(0.0, float(value))))
 
+    @staticmethod
+    def _now_ms() -> float:
+        return time.monotonic() * 1000
+
+    def _hold_here(self) -> None:
+        """The next frame written waits for the reserve (earlier ones play)."""
+        ring = self._ring
+        if ring is None:
+            return
+        with self._lock:
+            self._hold_at = self.frames_played + len(ring)
+
+    def _release(self) -> None:
+        if self._answer_began is not None and self._reserve.waiting:  # the answer's start
+            self.last_reserve_wait_ms = self._now_ms() - self._answer_began
+        self._answer_began = None
+        self._reserve.started()
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+            self._reserve_timer = None
+        with self._lock:
+            self._hold_at = None
+
+    def _arm_reserve_timer(self) -> None:
+        """The waited-the-reserve rule: a one-shot timer, not a poll."""
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+        deadline = self._reserve.deadline()
+        if deadline is None:
+            return
+        delay = max(0.0, (deadline - self._now_ms()) / 1000)
+        self._reserve_timer = asyncio.get_running_loop().call_later(delay, self._reserve_due)
+
+    def _reserve_due(self) -> None:
+        self._reserve_timer = None
+        if self._reserve.waiting:
+            self._release()
+
     def play_answer(self, item_id: str, pcm16: bytes) -> None:
         """Queue one delta of answer ``item_id`` (PCM16 mono at ``source_rate``)."""
         if item_id in self._cut_items:
             return  # barge-in already cut this answer: its late deltas are not played
-        if self._opened is None or self._ring is None:
+        if self._device.opened is None or self._ring is None:
             self._unplayable(item_id)
             return
+        now = self._now_ms()
         answer = self._answers.get(item_id)
         if answer is None:
             for other in [i for i in self._answers if i != item_id]:
@@ -464,6 +374,16 @@ class Playback:
             )
             self._answers[item_id] = answer
             self._answer_open = True
+            self._underruns_seen = self.underruns
+            self._reserve.begin(now)
+            self._answer_began = now
+            self._hold_here()
+            self._arm_reserve_timer()
+            self._device.kick()  # starting the stream overlaps the wait for the reserve
+        elif self.underruns != self._underruns_seen:  # it ran dry: the callback holds it
+            self._underruns_seen = self.underruns
+            self._reserve.underran(now)
+            self._arm_reserve_timer()
         data = answer.carry + bytes(pcm16)
         if len(data) % 2:
             answer.carry, data = data[-1:], data[:-1]
@@ -474,23 +394,47 @@ class Playback:
             self.cut_frames += len(samples) * self.device_rate // self.source_rate
             return
         self._push(answer, answer.resampler.process(samples), final=False)
+        self._reserve.arrived(now, len(samples) * 1000 / self.source_rate)
+        if self._reserve.waiting and self._reserve.ready(now):
+            self._release()
 
     def end_answer(self, item_id: str) -> None:
         """Answer ``item_id`` is complete: play the resampler's tail, fading the last 5 ms."""
         answer = self._answers.pop(item_id, None)
         self._answer_open = bool(self._answers)
-        if answer is None or answer.cut or self._ring is None:
+        if answer is None:
+            return
+        self._release()  # complete: nothing more to wait for
+        need = self._reserve.end()
+        log.debug(
+            "speaker: answer %s waited %.0f ms for its reserve; it needed %.0f ms, next %.0f ms",
+            item_id,
+            self.last_reserve_wait_ms,
+            need,
+            self._reserve.reserve_ms,
+        )
+        if answer.cut or self._ring is None:
             return
         self._push(answer, answer.resampler.flush(), final=True)
 
     def play_earcon(self, name: str) -> None:
         """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""
-        if not self.config.sounds or self._opened is None or self._ring is None:
+        ring = self._ring
+        if not self.config.sounds or self._device.opened is None or ring is None:
             return
+        with self._lock:
+            # Held with nothing queued past the hold (an answer that ran dry): the earcon is
+            # not held with it.
+            move_hold = self._hold_at is not None and self._hold_at >= self.frames_played + len(
+                ring
+            )
         for answer in self._answers.values():  # their held-back tail comes first
             self._enqueue(answer.item_id, answer.held, answer)
             answer.held = _EMPTY
         self._enqueue(EARCON_PREFIX + name, earcon(name, self.device_rate), None)
+        if move_hold:
+            self._hold_here()
+        self._device.kick()
 
     def _push(self, answer: _Answer, frames: np.ndarray, *, final: bool) -> None:
         data = np.concatenate([answer.held, frames]) if len(answer.held) else frames
@@ -539,7 +483,8 @@ class Playback:
     def _unplayable(self, item_id: str) -> None:
         if item_id not in self._unplayed_warned:
             self._unplayed_warned.append(item_id)
-            log.warning("speaker: %s; answer %s is not played", self.state, item_id)
+            why = "suspended (the sound cards changed)" if self._device.suspended else self.state
+            log.warning("speaker: %s; answer %s is not played", why, item_id)
 
     def flush(self) -> dict[str, int]:
         """Barge-in: silence within one period. Returns {item_id: ms handed to the device}
@@ -550,16 +495,27 @@ class Playback:
             self._cut_items.append(item_id)
         self._answers.clear()
         self._answer_open = False
+        if open_items:
+            self._reserve.end()  # what arrived of it still says how the server streams
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
+            self._reserve_timer = None
+        self._reserve.started()
         if ring is None or tracker is None:
+            with self._lock:
+                self._hold_at = None
             return {}
         n = self._fade_n
         buf = np.empty(n, dtype=np.int16)
         with self._lock:
             played = self.frames_played
-            taken = ring.read_into(buf)  # the head of the ring: what the device gets next
+            if self._hold_at is not None:  # held audio was never heard: it does not fade in
+                n = max(0, min(n, self._hold_at - played))
+            taken = ring.read_into(buf[:n])  # the head of the ring: what the device gets next
             ring.clear()
             if taken:
                 ring.write(_fade_out(buf[:taken], taken))
+            self._hold_at = None
             self._watch = None
             self._flush_at = time.monotonic()
             self.last_flush_ms = None  # the next callback measures this flush
@@ -606,12 +562,12 @@ class Playback:
         deadline = None if timeout is None else loop.time() + timeout
         step = max(0.005, self.config.period_ms / 2000)
         while not self.drained:
-            if self._opened is None:
+            if self._device.opened is None:
                 return self.drained
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(step)
-        if self._opened is not None:
+        if self._device.opened is not None:
             rest = self.latency_s
             if deadline is not None:
                 rest = min(rest, max(0.0, deadline - loop.time()))

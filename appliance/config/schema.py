@@ -417,6 +417,12 @@ class AudioConfig:
         default=45.0,
         metadata=meta(doc="Most answer audio held for playback, s.", range=(5, 1800)),
     )
+    speaker_idle_s: float = field(
+        default=5.0,
+        metadata=meta(
+            doc="The speaker's stream stops this long after the last sound, s.", range=(0.5, 600)
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
