@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -67,10 +68,6 @@ def _fast_dumps(obj: Any) -> str:
         return _std_encoder.encode(obj)
 
 
-def _fast_b64decode(text: str) -> bytes:
-    return pybase64.b64decode(text, validate=True)
-
-
 dumps: Callable[[Any], str] = _std_dumps
 loads: Callable[[str | bytes], Any] = _std_loads
 b64encode: Callable[[bytes], str] = _std_b64encode
@@ -95,7 +92,8 @@ def use(kind: str = "fast") -> str:
     dumps = _fast_dumps if fast_json else _std_dumps
     loads = orjson.loads if fast_json else _std_loads
     b64encode = pybase64.b64encode_as_string if fast_b64 else _std_b64encode
-    b64decode = _fast_b64decode if fast_b64 else _std_b64decode
+    # partial, not a def: one Python frame less on every audio delta
+    b64decode = functools.partial(pybase64.b64decode, validate=True) if fast_b64 else _std_b64decode
     NAME = f"{'orjson' if fast_json else 'json'} + {'pybase64' if fast_b64 else 'base64'}"
     return NAME
 
