@@ -1,8 +1,8 @@
 """What a running box holds at rest (issue 12, goal 6; the figures: bench/turn.py).
 
 - Libraries only some boxes use are imported where they are used: a box with no webhook tools,
-  no time zone and a config without mistakes never loads jsonschema-rs (5 MB), zoneinfo or
-  difflib.
+  no time zone, a config without mistakes, devices at the API's rates and no terminal never
+  loads jsonschema-rs (5 MB), zoneinfo, difflib, soxr or the terminal panel.
 - After starting up, the daemon gives the C heap's free pages back to the kernel.
 Each runs in a fresh interpreter: this one has imported everything already.
 """
@@ -48,19 +48,31 @@ def modules_of(program: str, *args: str) -> set[str]:
 def test_a_box_without_webhooks_loads_no_schema_engine(tmp_path):
     loaded = modules_of(AT_REST, str(tmp_path))
     assert "appliance.daemon" in loaded and "appliance.tools.webhook" in loaded
-    assert not {"jsonschema_rs", "jsonschema", "zoneinfo", "difflib"} & loaded
+    assert (
+        not {
+            "jsonschema_rs",
+            "jsonschema",
+            "zoneinfo",
+            "difflib",
+            "soxr",
+            "appliance.panel.terminal",
+        }
+        & loaded
+    )
 
 
 def test_the_engines_still_load_where_they_are_used(tmp_path):
     program = """
 import sys
+from appliance.audio.resample import StreamResampler
 from appliance.tools.arguments import ArgumentChecker
 from appliance.tools.builtin import time_now
+StreamResampler(48000, 24000)
 ArgumentChecker({"type": "object", "properties": {"n": {"pattern": "^a+$"}}}).check({"n": "aa"})
 time_now("Europe/Moscow")
 print(" ".join(sorted(sys.modules)))
 """
-    assert {"jsonschema_rs", "zoneinfo"} <= modules_of(program)
+    assert {"jsonschema_rs", "zoneinfo", "soxr"} <= modules_of(program)
 
 
 FRAGMENTED = """
