@@ -274,6 +274,28 @@ def test_the_key_never_comes_out_of_a_frame(codec_kind, frame):
     assert KEY not in repr(event)
 
 
+@given(
+    st.one_of(
+        json_values.map(json.dumps),
+        st.dictionaries(
+            st.sampled_from(["type", "delta", "response_id", "item_id", "error"]),
+            json_values | st.sampled_from(["response.output_audio.delta", KEY, f"x{KEY}y"]),
+        ).map(json.dumps),
+        st.text(),
+    )
+)
+def test_parse_scrubbed_never_raises_nor_lets_the_key_out(frame):
+    # A frame whose "type" is a list once raised here (unhashable), out of the read loop.
+    for kind in ("stdlib", "fast"):
+        if kind == "fast" and not codec.available():
+            continue
+        codec.use(kind)
+        try:
+            assert KEY not in repr(parse_scrubbed(frame, KEY))
+        finally:
+            codec.use("fast")
+
+
 def test_an_audio_delta_with_the_key_in_its_ids_keeps_its_audio(codec_kind):
     pcm = b"\x10\x00\x20\x00"
     event = parse_scrubbed(delta_frame(pcm, response_id=f"r{KEY}", item_id=KEY), KEY)

@@ -97,7 +97,8 @@ def parse_scrubbed(frame: str, secret: str) -> ev.ServerEvent:
         data = codec.loads(frame)
     except (ValueError, RecursionError):
         return ev.Malformed("not JSON")
-    if type(data) is dict and data.get("type") in AUDIO_DELTA_TYPES:
+    kind = data.get("type") if type(data) is dict else None
+    if type(kind) is str and kind in AUDIO_DELTA_TYPES:
         event = parse_server_dict(data)
         if type(event) is ev.AudioDelta and (
             secret in event.response_id or secret in event.item_id
