@@ -50,7 +50,13 @@ from appliance.realtime.supervisor import LinkSettings, SessionSupervisor
 from appliance.realtime.trace import TraceWriter, open_service_trace
 from appliance.service.journal import TranscriptLog
 from appliance.service.notify import ServiceNotifier
-from appliance.service.process import InstanceLock, claim_instance, dumpable, make_undumpable
+from appliance.service.process import (
+    InstanceLock,
+    claim_instance,
+    dumpable,
+    make_undumpable,
+    release_free_memory,
+)
 from appliance.tools import build_registry, webhook
 from appliance.tools.state import state_file
 from appliance.turns import TurnShell
@@ -245,6 +251,7 @@ class Appliance:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self._start()
+            release_free_memory()  # what starting up freed: the box's memory at rest is less
             self.notifier.ready(self._status_line())
             log.info("the appliance is running (%s)", self._status_line())
             await self._stop.wait()
@@ -367,6 +374,8 @@ class Appliance:
 
     def _state_changed(self, state: sm.State) -> None:
         self.notifier.status(self._status_line())
+        if state is sm.State.IDLE:
+            release_free_memory()  # a turn's passing buffers: back to the kernel (~0.1 ms)
 
     def _status_line(self) -> str:
         if self.shell is None or self.link is None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """What the Realtime trace (``realtime.trace_file``, ``--trace``) costs per minute of audio.
 
-Floor: the protocol layer alone, as bench/protocol.py measures it (up: 24 kHz PCM16 in 20 ms
-``input_audio_buffer.append`` events built and encoded; down: 44.1 kHz PCM16 in 40 ms
-``response.output_audio.delta`` frames parsed and decoded). Project: the same, plus
+Floor: the protocol layer alone, no socket, as in bench/protocol.py's codec figures (up: 24 kHz
+PCM16 in 100 ms ``input_audio_buffer.append`` events built and encoded; down: 44.1 kHz PCM16 in
+40 ms ``response.output_audio.delta`` frames parsed and decoded). Project: the same, plus
 ``TraceWriter.sent`` / ``TraceWriter.received`` of every event, written to a real file. It
 prints CPU-ms per minute of audio for both, the ratio, and the trace's bytes per minute of
 audio (how long the 50 MB cap lasts).

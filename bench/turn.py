@@ -15,6 +15,10 @@ asking for the answer (Yandex answers an empty question otherwise), so that wait
 release -> first sound. The same run also measures the OpenAI-shaped server, where the box
 asks as soon as the commit is confirmed, and prints the difference: what the wait costs.
 
+Memory: the box's RSS after the first turn and after the last (``--turns 200``: the growth), and
+the floor measured in the same run: a bare process with asyncio, numpy, aiohttp and PyAudio
+imported and PortAudio initialised over the same kind of virtual devices, and the ratio.
+
     .venv/bin/python bench/turn.py [--turns 50] [--transcript-delay-ms 200] [--json]
 """
 
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from box import PacedBox  # noqa: E402
+from box import PacedBox, _asound  # noqa: E402
 from realtime_server import AudioAnswer, RealtimeTestServer, tone  # noqa: E402
 
 KEY = "bench-key"
@@ -56,6 +61,36 @@ def proc_figures(pid: int) -> tuple[float, float]:
         if line.startswith("VmRSS:")
     )
     return cpu, rss_kb / 1024
+
+
+FLOOR_PROGRAM = """
+import asyncio, numpy, aiohttp, pyaudio
+pa = pyaudio.PyAudio()  # PortAudio initialised: it has listed the devices, as the box's has
+asyncio.run(asyncio.sleep(0.5))
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")))
+"""
+
+
+def floor_rss_mb() -> float:
+    """RSS of the floor: a bare process with asyncio, numpy, aiohttp and PyAudio imported and
+    PortAudio initialised, over the same kind of virtual devices (ALSA's file plugin) as the
+    box, in its own folder (its device listing must not touch the box's pipes)."""
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        mic, speaker = Path(tmp) / "mic.raw", Path(tmp) / "speaker.raw"
+        mic.write_bytes(bytes(9600))
+        asound = Path(tmp) / "asound.conf"
+        asound.write_text(_asound(mic, speaker))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(ALSA_CONFIG_PATH=str(asound), JACK_NO_START_SERVER="1")
+        out = subprocess.run(
+            [sys.executable, "-c", FLOOR_PROGRAM],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    return int(out.split()[-1]) / 1024
 
 
 async def one_turn(box: PacedBox, number: int) -> dict:
@@ -153,6 +188,9 @@ def main() -> None:
     r["transcript_wait_added_ms_p50"] = round(
         r["release_to_sound_ms_p50"] - floor["release_to_sound_ms_p50"], 1
     )
+    r["rss_mb_floor"] = round(floor_rss_mb(), 1)
+    r["rss_ratio"] = round(r["rss_mb_last"] / r["rss_mb_floor"], 2)
+    r["rss_growth_mb"] = round(r["rss_mb_last"] - r["rss_mb_first"], 1)
     if args.json:
         print(json.dumps(r))
         return
@@ -175,7 +213,9 @@ def main() -> None:
     print(f"CPU: {r['cpu_ms_per_turn']} ms per turn; idle {r['idle_cpu_ms_per_min']} ms per minute")
     print(
         f"RSS: {r['rss_mb_first']} MB after 1 turn, {r['rss_mb_last']} MB after {r['turns']} "
-        f"(target <= 60 MB, growth < 2 MB over 200 turns)"
+        f"(growth {r['rss_growth_mb']} MB; target <= 60 MB, growth < 2 MB over 200 turns); "
+        f"floor (asyncio + numpy + aiohttp + PortAudio) {r['rss_mb_floor']} MB; "
+        f"x{r['rss_ratio']}"
     )
 
 

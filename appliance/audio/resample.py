@@ -16,8 +16,12 @@ output, only cost two more passes over each chunk.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import soxr
+
+if TYPE_CHECKING:  # imported by the first resampler that has work: a box at native rates has none
+    import soxr
 
 _QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 
@@ -59,6 +63,8 @@ class StreamResampler:
         self._ndim = 1 if self._channels == 1 else 2  # layout flush() returns: the last input's
         self._stream: soxr.ResampleStream | None = None
         if self._in_rate != self._out_rate:
+            import soxr
+
             self._stream = soxr.ResampleStream(
                 self._in_rate, self._out_rate, self._channels, dtype="float32", quality=quality
             )

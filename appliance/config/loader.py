@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import os
 import typing
 from collections.abc import Callable, Mapping
@@ -509,6 +508,8 @@ class _Walker:
         return value
 
     def unknown(self, key: str, valid: list[str], prefix: str) -> str:
+        import difflib  # only for a config with a mistake in it
+
         kind = "key" if prefix else "section"
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
         if close:

@@ -33,7 +33,6 @@ from appliance.config.schema import ButtonConfig, GpioConfig
 from appliance.core.state_machine import ButtonDown, ButtonUp, State
 from appliance.panel.button import ButtonPanel
 from appliance.panel.led import LedPanel
-from appliance.panel.terminal import HINTS, TOGGLE_HINTS, TerminalPanel
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +134,8 @@ def open_panel(
             log.info("button on BCM %d, LED on BCM %d (GPIO)", gpio.button_pin, gpio.led_pin)
             return panel
     if _isatty(stdin):
+        from appliance.panel.terminal import HINTS, TOGGLE_HINTS, TerminalPanel  # a TTY only
+
         try:
             panel = TerminalPanel(loop, on_event, stdin=stdin, out=out, mode=button.mode)
         except Exception as e:

@@ -10,6 +10,7 @@ Every way out sends a close frame (1000), never just a dropped TCP connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -18,9 +19,10 @@ from typing import Any
 import aiohttp
 
 from appliance.config import ApiKey
+from appliance.protocol import codec
 from appliance.protocol import server_events as ev
-from appliance.protocol.client_events import encode
-from appliance.protocol.parser import parse_server_event
+from appliance.protocol.client_events import append_frame, encode, input_audio_append
+from appliance.protocol.parser import parse_server_dict, parse_server_event
 from appliance.protocol.providers import YANDEX, Provider
 from appliance.realtime.trace import TraceWriter, endpoint_facts, response_headers
 
@@ -75,12 +77,41 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# Frames whose only strings that reach a typed event are their two ids (see parse_scrubbed).
+AUDIO_DELTA_TYPES = frozenset({"response.output_audio.delta", "response.audio.delta"})
+
+
 def parse_scrubbed(frame: str, secret: str) -> ev.ServerEvent:
     """Parse a frame with the key blanked out first: a server that echoes the key in an error
-    message (or anywhere) must not carry it into a log line, a status or an exception."""
-    if len(secret) >= 4 and secret in frame:
-        frame = frame.replace(secret, "***")
-    return parse_server_event(frame)
+    message (or anywhere) must not carry it into a log line, a status or an exception.
+
+    An audio delta (25 a second while the box speaks, each a few kB of base64) is not scanned
+    whole: of its strings only ``response_id`` and ``item_id`` reach the typed event (its
+    payload becomes PCM that nothing logs, and ``***`` written into it would only break the
+    audio; a malformed one says what was wrong in the parser's own words), so those two are
+    checked. Every other frame is scanned before it is parsed.
+    """
+    if len(secret) < 4 or not isinstance(frame, str):
+        return parse_server_event(frame)
+    try:
+        data = codec.loads(frame)
+    except (ValueError, RecursionError):
+        return ev.Malformed("not JSON")
+    kind = data.get("type") if type(data) is dict else None
+    if type(kind) is str and kind in AUDIO_DELTA_TYPES:
+        event = parse_server_dict(data)
+        if type(event) is ev.AudioDelta and (
+            secret in event.response_id or secret in event.item_id
+        ):
+            event = dataclasses.replace(
+                event,
+                response_id=event.response_id.replace(secret, "***"),
+                item_id=event.item_id.replace(secret, "***"),
+            )
+        return event
+    if secret in frame:
+        return parse_server_event(frame.replace(secret, "***"))
+    return parse_server_dict(data)
 
 
 class RealtimeSession:
@@ -251,15 +282,24 @@ class RealtimeSession:
 
     async def send(self, event: Mapping[str, Any]) -> None:
         """Send one client event; :class:`NotConnected` if the link is gone."""
+        await self._send_text(encode(event))
+        if self._trace is not None:
+            self._trace.sent(event)
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        """``send(input_audio_append(pcm16))``, the same frame, built without the dict."""
+        await self._send_text(append_frame(pcm16))
+        if self._trace is not None:
+            self._trace.sent(input_audio_append(pcm16))
+
+    async def _send_text(self, text: str) -> None:
         if self._ws.closed:
             raise NotConnected("the Realtime session is closed")
         try:
             async with self._send_lock:
-                await self._ws.send_str(encode(event))
+                await self._ws.send_str(text)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
             raise NotConnected(f"the Realtime session was lost: {type(exc).__name__}") from None
-        if self._trace is not None:
-            self._trace.sent(event)
 
     async def events(self) -> AsyncIterator[ev.ServerEvent]:
         """Typed events until the link closes (by either side, or a missed heartbeat)."""

@@ -254,7 +254,7 @@ class SessionSupervisor:
         session = self._live()
         if self.turn_detection is not None:
             # Server VAD: the server commits by itself; nothing of ours is pending.
-            await session.send(ce.input_audio_append(pcm16))
+            await session.send_audio(pcm16)
             return
         if self._dirty_buffer:
             # The old take is still in the server's buffer: hold this one until the session
@@ -266,7 +266,7 @@ class SessionSupervisor:
             return
         if self._buffer_session not in (None, session.session_id):
             raise NotConnected("the turn's audio was lost with the previous session")
-        await session.send(ce.input_audio_append(pcm16))
+        await session.send_audio(pcm16)
         self._buffer_session = session.session_id
         self._pending_audio_bytes += len(pcm16)
 
@@ -658,7 +658,7 @@ class SessionSupervisor:
         try:
             while self._held_audio:
                 pcm16 = self._held_audio.pop(0)
-                await session.send(ce.input_audio_append(pcm16))
+                await session.send_audio(pcm16)
                 self._buffer_session = session.session_id
                 self._pending_audio_bytes += len(pcm16)
         except NotConnected:
@@ -670,6 +670,9 @@ class SessionSupervisor:
     # ---- server events -----------------------------------------------------------------
 
     async def _handle(self, session: RealtimeSession, event: ev.ServerEvent) -> None:
+        if type(event) is ev.AudioDelta:  # 25 a second while speaking; nothing to decide here
+            self._events.put_nowait(event)
+            return
         match event:
             case ev.Malformed(reason=reason, type=kind):
                 self._throttle.log(

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema_rs
+if TYPE_CHECKING:  # imported where used: 5 MB of RSS a box without webhooks does not need
+    import jsonschema_rs
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ _MESSAGE_LIMIT = 300
 
 
 def _options() -> jsonschema_rs.RegexOptions:
+    import jsonschema_rs
+
     return jsonschema_rs.RegexOptions(size_limit=PATTERN_SIZE_LIMIT)
 
 
@@ -49,6 +52,8 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
 
     Called when the config is loaded (after jsonschema's own check of the schema's shape).
     """
+    import jsonschema_rs
+
     try:
         jsonschema_rs.validator_for(dict(schema), pattern_options=_options())
     except jsonschema_rs.ValidationError as exc:
@@ -72,6 +77,8 @@ class ArgumentChecker:
     """``check(arguments)``: the arguments to forward, or ``ValueError(message)``."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        import jsonschema_rs
+
         self.schema = dict(schema)
         self._validator = jsonschema_rs.validator_for(self.schema, pattern_options=_options())
 
@@ -116,6 +123,8 @@ def _matches_any(patterns: Any, key: str) -> bool:
     """Whether ``key`` matches one of ``patternProperties`` (on the linear engine)."""
     if not isinstance(patterns, Mapping):
         return False
+    import jsonschema_rs
+
     probe = {"type": "object", "patternProperties": {p: False for p in patterns}}
     try:
         return not jsonschema_rs.validator_for(probe, pattern_options=_options()).is_valid(

@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import zoneinfo
 from collections.abc import Callable
 from math import isfinite
 from pathlib import Path
@@ -77,6 +76,8 @@ def time_now(timezone: str = "", now: dt.datetime | None = None) -> dict[str, An
     ``now`` (aware) is for tests; it is converted to the zone like the real clock would be.
     """
     if timezone:
+        import zoneinfo  # only for a configured zone
+
         zone = zoneinfo.ZoneInfo(timezone)
         local = (now or dt.datetime.now(dt.UTC)).astimezone(zone)
         name = timezone
