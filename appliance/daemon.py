@@ -30,6 +30,7 @@ from typing import Any
 from appliance.audio.capture import Capture
 from appliance.audio.echo import EchoCanceller
 from appliance.audio.echo_reference import ReferenceTap
+from appliance.audio.hotplug import SND_DIR, SoundCardWatch
 from appliance.audio.playback import Playback
 from appliance.config import ApiKey, Config, ConfigError, load_config
 from appliance.config.loader import provider_warnings
@@ -106,6 +107,7 @@ class Appliance:
         pa_factory: Any = None,
         pin_factory: Any = None,
         stdin: Any = None,
+        sound_dir: Path = SND_DIR,
     ) -> None:
         self.config = config
         self.api_key = api_key
@@ -134,6 +136,12 @@ class Appliance:
         self._link_waiting = False  # the link pump waits for an event (safe to cancel)
         self._reload_lock = asyncio.Lock()
         self._reload_queued = False
+        # Cards coming and going (inotify, no polling): the streams rest most of the time, so
+        # without this a card lost at rest would be noticed only at the next press, and one
+        # plugged back in only once PortAudio happened to be initialised again.
+        self.card_watch = SoundCardWatch(self._cards_changed, sound_dir)
+        self._rescan: asyncio.Task | None = None
+        self._rescan_again = False
 
     # ---- building the parts ------------------------------------------------------------
 
@@ -299,6 +307,7 @@ class Appliance:
         self._link_pump = self._spawn(self._pump_link(self.link))
         self._spawn(self._pump_mic(self.capture))
         self._spawn(self.notifier.run_watchdog())
+        self.card_watch.start()
 
     def _control_path(self) -> Path:
         """``control.socket``, or the default for this user (its directory made private)."""
@@ -395,7 +404,27 @@ class Appliance:
             return f"{state}, retrying in {max(0.0, at - time.monotonic()):.0f} s ({reason})"
         return f"{state}, connecting"
 
+    def _cards_changed(self) -> None:
+        """(loop) A sound card came or went: every PortAudio user lets go, then looks again."""
+        if self._rescan is not None and not self._rescan.done():
+            self._rescan_again = True  # one more pass after this one, for what it missed
+            return
+        self._rescan = self._spawn(self._rescan_audio())
+
+    async def _rescan_audio(self) -> None:
+        while True:
+            self._rescan_again = False
+            capture, playback = self.capture, self.playback
+            if capture is None or playback is None:
+                return
+            # Both at once: PortAudio enumerates again only once every instance is terminated.
+            await asyncio.gather(capture.suspend_device(), playback.suspend_device())
+            await asyncio.gather(capture.resume_device(), playback.resume_device())
+            if not self._rescan_again:
+                return
+
     async def _shutdown(self) -> None:
+        self.card_watch.stop()
         for task in list(self._tasks):
             task.cancel()
         parts = [
@@ -611,6 +640,7 @@ class Appliance:
                 "capture": _audio_figures(self.capture),
                 "playback": _audio_figures(self.playback),
                 "volume": self.playback.volume,
+                "card_changes": self.card_watch.changes,
             },
             "errors": counters.errors,
             "last_error": counters.last_error or link.last_error,
