@@ -95,16 +95,18 @@ async def window(pids: dict[str, int], seconds: float) -> dict[str, dict[str, fl
 
 
 async def presses(box: PacedBox, count: int) -> list[float]:
+    """Press to first captured sample, ``count`` times from rest. The box updates ``starts`` and
+    ``press_to_capture_ms`` together when a start delivers audio: waiting for ``starts`` to
+    grow makes the figure read this press's."""
     delays = []
     for number in range(1, count + 1):
+        before = (await box.status())["audio"]["capture"]["starts"]
         await box.command("press")
+        status = await box.wait_status(lambda s, b=before: s["audio"]["capture"]["starts"] > b, 5)
+        delays.append(float(status["audio"]["capture"]["press_to_capture_ms"]))
         await asyncio.sleep(0.3)
-        status = await box.status()
         await box.command("release")
         await box.wait_status(lambda s, n=number: s["turns"] == n and s["state"] == "idle", 15)
-        delay = status["audio"]["capture"].get("press_to_capture_ms")
-        if delay is not None:
-            delays.append(float(delay))
         await asyncio.sleep(1.0)  # at rest again between presses, as in life
     return delays
 
