@@ -5,8 +5,9 @@ Two processes connected to the same local test Realtime server (Yandex-shaped), 
 the same window: ``appliance run`` (push-to-talk, connected, nobody talking; paced virtual
 audio as in tests/box.py, heartbeat at the config's default 10 s) and the floor, a bare aiohttp
 WebSocket client with the same heartbeat that sent the same ``session.update`` and waits. Both
-are read from /proc: CPU per minute (the scheduler's per-thread ns counters), and wake-ups per second (context switches
-of all the process's threads, voluntary and not: each is a thread that slept and ran again).
+are read from /proc: CPU per minute (the scheduler's per-thread ns counters), and wake-ups per
+second (context switches of all the process's threads, voluntary and not: each is a thread that
+slept and ran again).
 
 Then ``--presses`` presses through the control socket: press to the first captured sample, as
 the box measures it (the time from the press reaching the box to the first microphone callback
