@@ -402,7 +402,7 @@ class AudioConfig:
     retry_s: float = field(
         default=3.0,
         metadata=meta(
-            doc="How soon a lost or failing device is tried again, s (a mic: then up to 4x).",
+            doc="How soon a lost device is tried again, s (then less often: mic 4x, speaker 8x).",
             range=(0.5, 60),
         ),
     )
