@@ -317,9 +317,13 @@ class EchoCanceller:
 
     def _aligned(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
         """``far`` delayed (bounded) when the measured echo falls outside the filter's reach."""
-        delay = self.estimator.update(mic, far)  # type: ignore[union-attr]
-        if delay is not None:
+        estimator = self.estimator
+        assert estimator is not None
+        changes = estimator.changes
+        delay = estimator.update(mic, far)
+        if delay is not None and estimator.changes != changes:  # a new measurement
             behind = delay - self.shift  # where the echo is now, after the reference
+            moved = ""
             if behind < 0 or behind > self.reach:
                 # Out of reach (before the reference, or its tail past the filter): move the
                 # reference so the echo comes ``margin`` after it, and learn the path afresh,
@@ -330,6 +334,12 @@ class EchoCanceller:
                     self.shift = shift
                     self.realigns += 1
                     self._backend.reset()
+                    moved = f"; the reference is moved {shift * 1000 / self.rate:.0f} ms later"
+            log.info(
+                "echo cancellation: the echo comes %.0f ms after its reference%s",
+                delay * 1000 / self.rate,
+                moved,
+            )
         full = np.concatenate([self._far_hist, far])
         start = len(self._far_hist) - self.shift
         self._far_hist = full[len(full) - len(self._far_hist) :]

@@ -1,0 +1,232 @@
+"""A room for the box in the VM: what it plays comes back into its microphone, with a voice.
+
+Runs in the guest on Debian's python3 with numpy (the wheelhouse's srvlib). The box plays on
+the loopback card's device 0; what it plays comes out of device 1, and what is played into
+device 1 is its microphone. This script sits on device 1 (arecord and aplay through ALSA's
+plug layer, 24 kHz mono, 10 ms periods) and, 20 ms at a time, sends back
+
+    echo = what the box played, through a room: ``--delay-ms`` (40) of extra delay, a direct
+           path, then reflections decaying by 60 dB over ``--tail-ms`` (150), seeded
+    near = a voice (speech-like, another pitch): a question at the start, then, once the box
+           answers, two stretches of talking over it (double talk)
+    mic  = echo + near + a faint noise floor
+
+until the answer has ended (or ``--max-s``), then saves everything it sent and heard to
+``--out`` (an .npz: played, echo, near, mic; 24 kHz). :func:`measure` then compares what the
+box sent to the server (its echo-cancelled mic, 24 kHz) with that: ERLE over the stretches
+where only the box talks (after ``settle_s``), and the correlation of the box's mic with the
+near-end voice over the double talk.
+
+    python3 room.py run --out room.npz [--delay-ms 40]
+    python3 room.py measure room.npz sent.pcm       # prints one line; exit 1 below target
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+RATE = 24000
+CHUNK = RATE // 50  # 20 ms
+DEVICE = "plughw:CARD=Loopback,DEV=1,SUBDEV=0"
+
+
+def speechlike(seconds: float, seed: int, pitch: float, rate: int = RATE) -> np.ndarray:
+    """Band-limited noise with a voiced buzz, 4 syllables a second and pauses between words
+    (float, RMS about 0.5 while voiced): speech's spectrum and rhythm, without a speech model."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / rate)
+    spec[(f < 200) | (f > 4000)] = 0
+    x = np.fft.irfft(spec, n)
+    x = x / np.std(x) + 0.3 * np.sign(np.sin(2 * np.pi * pitch * t))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None) ** 2
+    words = (rng.random(int(seconds * 2) + 1) > 0.25).repeat(rate // 2)[:n]
+    return x * syllables * words
+
+
+def voice(path: Path | str, dbfs: float, seconds: float | None = None) -> np.ndarray:
+    """A WAV (espeak-ng's, made by tests/vm/run) at 24 kHz, its active RMS at ``dbfs``, looped
+    to ``seconds``; float."""
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(float)
+    if rate != RATE:  # linear interpolation: enough for a test voice
+        t = np.arange(int(len(x) * RATE / rate)) * rate / RATE
+        x = np.interp(t, np.arange(len(x)), x)
+    if seconds is not None:
+        x = np.resize(np.concatenate([x, np.zeros(RATE // 3)]), int(seconds * RATE))
+    active = x[np.abs(x) > 0.05 * np.abs(x).max()]
+    return x * (10 ** (dbfs / 20) * 32768 / np.sqrt(np.mean(active**2)))
+
+
+def room_ir(delay_ms: float, tail_ms: float, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(tail_ms * RATE / 1000)
+    tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+    tail[0] = 1.0
+    tail[1:3] += [0.5, 0.2]
+    return np.concatenate([np.zeros(int(delay_ms * RATE / 1000)), tail * 0.5])
+
+
+def run(args: argparse.Namespace) -> int:
+    ir = room_ir(args.delay_ms, args.tail_ms)
+    fmt = ["-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1"]
+    rec = subprocess.Popen(
+        ["arecord", "-q", "-D", DEVICE, *fmt, "--period-time=10000", "--buffer-time=80000"],
+        stdout=subprocess.PIPE,
+    )
+    play = subprocess.Popen(
+        ["aplay", "-q", "-D", DEVICE, *fmt, "--period-time=10000", "--buffer-time=80000"],
+        stdin=subprocess.PIPE,
+    )
+    assert rec.stdout is not None and play.stdin is not None
+    voices = Path(args.voices) if args.voices else None
+    if voices is not None and (voices / "near.wav").exists():  # espeak-ng, as bench/echo.py
+        question = voice(voices / "question.wav", args.near_dbfs)
+        talk = voice(voices / "near.wav", args.near_dbfs)
+    else:
+        question = speechlike(1.5, 11, 210) * 0.25 * 32768 / 0.5 * 0.5  # about -14 dBFS
+        talk = speechlike(3.0, 12, 190) * 0.25 * 32768 / 0.5 * 0.5
+    noise = np.random.default_rng(3).standard_normal
+    history = np.zeros(len(ir) - 1)
+    played, echoes, nears, mics = [], [], [], []
+    # schedule, in chunks: the question at 0.5 s; the answer's start is found by its sound
+    k, answer_at, quiet_since = 0, None, None
+    start = time.monotonic()
+    play.stdin.write(bytes(2 * CHUNK * 4))  # 80 ms of silence first: aplay's buffer filled
+    try:
+        while time.monotonic() - start < args.max_s:
+            raw = rec.stdout.read(2 * CHUNK)
+            if len(raw) < 2 * CHUNK:
+                print("room: arecord ended", file=sys.stderr)
+                return 2
+            x = np.frombuffer(raw, dtype="<i2").astype(float)
+            full = np.concatenate([history, x])
+            echo = np.convolve(full, ir, mode="valid")
+            history = full[len(full) - len(history) :]
+            near = np.zeros(CHUNK)
+            t = k * CHUNK
+            q0 = RATE // 2
+            if q0 <= t < q0 + len(question):
+                seg = question[t - q0 : t - q0 + CHUNK]
+                near[: len(seg)] = seg
+            loud = np.sqrt(np.mean(x**2)) > 300
+            if answer_at is None and loud and t > q0 + len(question):
+                answer_at = t
+                print(f"room: the answer began at {t / RATE:.2f} s", file=sys.stderr)
+            if answer_at is not None:
+                for at, offset in ((args.talk_at_s[0], 0.0), (args.talk_at_s[1], 2.8)):
+                    a = answer_at + int(at * RATE)
+                    if a <= t < a + int(2.5 * RATE):
+                        b = (t - a + int(offset * RATE)) % len(talk)
+                        seg = talk[b : b + CHUNK]
+                        near[: len(seg)] = seg
+                quiet_since = None if loud else (quiet_since or t)
+                if quiet_since is not None and t - quiet_since > 1.5 * RATE:
+                    break
+            mic = echo + near + noise(CHUNK) * 3
+            play.stdin.write(np.clip(np.rint(mic), -32768, 32767).astype("<i2").tobytes())
+            play.stdin.flush()
+            played.append(x)
+            echoes.append(echo)
+            nears.append(near)
+            mics.append(mic)
+            k += 1
+    finally:
+        rec.terminate()
+        play.stdin.close()
+        play.terminate()
+    np.savez(
+        args.out,
+        played=np.concatenate(played),
+        echo=np.concatenate(echoes),
+        near=np.concatenate(nears),
+        mic=np.concatenate(mics),
+        answer_at=answer_at if answer_at is not None else -1,
+        talk_at_s=np.array(args.talk_at_s),
+    )
+    print(f"room: {k * CHUNK / RATE:.1f} s, the answer from {answer_at}", file=sys.stderr)
+    return 0 if answer_at is not None else 1
+
+
+def measure(room_file: str, sent_file: str, settle_s: float = 5.0) -> dict:
+    """ERLE and near-end correlation of what the box sent (``sent_file``: raw PCM16, 24 kHz)."""
+    r = np.load(room_file)
+    echo, near, mic = r["echo"], r["near"], r["mic"]
+    answer_at = int(r["answer_at"])
+    out = np.fromfile(sent_file, dtype="<i2").astype(float)
+    # Where the room's timeline is in what the box sent: the near-end voice (kept by the
+    # canceller) lines them up. out[i + lag] ~ mic[i].
+    n = 1 << int(np.ceil(np.log2(len(out) + len(near))))
+    xc = np.fft.irfft(np.fft.rfft(out, n) * np.conj(np.fft.rfft(near, n)), n)
+    lag = int(np.argmax(xc))
+    if lag > n // 2:
+        lag -= n
+    lo, hi = max(0, -lag), min(len(mic), len(out) - lag)
+    idx = np.arange(lo, hi)
+    o = out[idx + lag]
+    e, v, m = echo[idx], near[idx], mic[idx]
+    after = idx >= answer_at + int(settle_s * RATE)
+    blocks = len(idx) // CHUNK
+    cut = blocks * CHUNK
+
+    def per_block(x: np.ndarray) -> np.ndarray:
+        return (x[:cut] ** 2).reshape(blocks, CHUNK).mean(axis=1)
+
+    far_only = (per_block(e) > (32768 * 10 ** (-50 / 20)) ** 2) & (per_block(v) == 0)
+    far_only &= after[:cut].reshape(blocks, CHUNK).all(axis=1)
+    sel = np.repeat(far_only, CHUNK)
+    erle = 10 * np.log10(np.sum(m[:cut][sel] ** 2) / max(1e-9, np.sum(o[:cut][sel] ** 2)))
+    talk = (v != 0) & (idx >= answer_at)
+    corr = float(np.corrcoef(o[talk], v[talk])[0, 1]) if talk.any() else float("nan")
+    echo_in_talk = float(np.sqrt(np.mean(e[talk] ** 2))) if talk.any() else 0.0
+    return {
+        "erle_db": round(float(erle), 1),
+        "near_end_corr": round(corr, 3),
+        "far_only_s": round(float(far_only.sum()) * CHUNK / RATE, 1),
+        "double_talk_s": round(float(talk.sum()) / RATE, 1),
+        "echo_dbfs": round(20 * np.log10(np.sqrt(np.mean(m[:cut][sel] ** 2)) / 32768), 1)
+        if sel.any()
+        else None,
+        "echo_rms_in_double_talk": round(echo_in_talk),
+        "lag_samples": lag,
+        "mic_to_near_corr": round(float(np.corrcoef(m[talk], v[talk])[0, 1]), 3)
+        if talk.any()
+        else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--out", required=True)
+    p.add_argument("--delay-ms", type=float, default=40.0)
+    p.add_argument("--tail-ms", type=float, default=150.0)
+    p.add_argument("--max-s", type=float, default=60.0)
+    p.add_argument("--talk-at-s", type=float, nargs=2, default=(7.0, 12.0))
+    p.add_argument("--voices", default="", help="question.wav, near.wav (else speech-like)")
+    p.add_argument("--near-dbfs", type=float, default=-24.0)
+    m = sub.add_parser("measure")
+    m.add_argument("room")
+    m.add_argument("sent")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        return run(args)
+    result = measure(args.room, args.sent)
+    print(json.dumps(result))
+    return 0 if result["erle_db"] >= 20 and result["near_end_corr"] >= 0.9 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
