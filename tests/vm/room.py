@@ -18,7 +18,7 @@ where only the box talks (after ``settle_s``), and the correlation of the box's 
 near-end voice over the double talk.
 
     python3 room.py run --out room.npz [--delay-ms 40]
-    python3 room.py measure room.npz sent.pcm       # prints one line; exit 1 below target
+    python3 room.py measure room.npz sent.pcm [--json F]   # one line; exit 1 below target
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     history = np.zeros(len(ir) - 1)
     played, echoes, nears, mics = [], [], [], []
     # schedule, in chunks: the question at 0.5 s; the answer's start is found by its sound
-    k, answer_at, quiet_since = 0, None, None
+    k, answer_at, quiet_since, loud_n = 0, None, None, 0
     start = time.monotonic()
     play.stdin.write(bytes(2 * CHUNK * 4))  # 80 ms of silence first: aplay's buffer filled
     try:
@@ -122,8 +122,16 @@ def run(args: argparse.Namespace) -> int:
                 near[: len(seg)] = seg
             loud = np.sqrt(np.mean(x**2)) > 300
             if answer_at is None and loud and t > q0 + len(question):
-                answer_at = t
-                print(f"room: the answer began at {t / RATE:.2f} s", file=sys.stderr)
+                answer_at, loud_n = t, 0
+                print(f"room: sound from the box at {t / RATE:.2f} s", file=sys.stderr)
+            if answer_at is not None:
+                loud_n += loud
+                quiet_since = None if loud else (quiet_since or t)
+                if quiet_since is not None and t - quiet_since > 1.5 * RATE:
+                    if loud_n * CHUNK >= 3 * RATE:
+                        break  # the answer has ended
+                    print("room: that was a short sound, not the answer", file=sys.stderr)
+                    answer_at, quiet_since = None, None
             if answer_at is not None:
                 for at, offset in ((args.talk_at_s[0], 0.0), (args.talk_at_s[1], 2.8)):
                     a = answer_at + int(at * RATE)
@@ -131,9 +139,6 @@ def run(args: argparse.Namespace) -> int:
                         b = (t - a + int(offset * RATE)) % len(talk)
                         seg = talk[b : b + CHUNK]
                         near[: len(seg)] = seg
-                quiet_since = None if loud else (quiet_since or t)
-                if quiet_since is not None and t - quiet_since > 1.5 * RATE:
-                    break
             mic = echo + near + noise(CHUNK) * 3
             play.stdin.write(np.clip(np.rint(mic), -32768, 32767).astype("<i2").tobytes())
             play.stdin.flush()
@@ -220,12 +225,19 @@ def main() -> int:
     m = sub.add_parser("measure")
     m.add_argument("room")
     m.add_argument("sent")
+    m.add_argument("--json", default="", help="the figures, as JSON, to this file")
     args = parser.parse_args()
     if args.cmd == "run":
         return run(args)
-    result = measure(args.room, args.sent)
-    print(json.dumps(result))
-    return 0 if result["erle_db"] >= 20 and result["near_end_corr"] >= 0.9 else 1
+    r = measure(args.room, args.sent)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r))
+    print(
+        f"ERLE {r['erle_db']} dB, near-end corr {r['near_end_corr']} (the mic itself "
+        f"{r['mic_to_near_corr']}); echo {r['echo_dbfs']} dBFS; {r['far_only_s']} s far end only, "
+        f"{r['double_talk_s']} s double talk"
+    )
+    return 0 if r["erle_db"] >= 20 and r["near_end_corr"] >= 0.9 else 1
 
 
 if __name__ == "__main__":
