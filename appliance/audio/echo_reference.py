@@ -225,6 +225,13 @@ class _Decimator:
         self._hist = np.zeros(len(self._fir) - 1)
         self._phase = 0  # input samples to skip before the next output sample
 
+    def skip(self, n: int) -> int:
+        """``n`` input samples of silence: how many output samples they make (all zero)."""
+        out = len(range(self._phase, n, self.factor))
+        self._phase = (self._phase - n) % self.factor
+        self._hist[:] = 0
+        return out
+
     def process(self, x: np.ndarray) -> np.ndarray:
         if self.factor == 1:
             return np.asarray(x, dtype=float)
@@ -317,8 +324,14 @@ class DelayEstimator:
         self._raw_n += len(self._raw_mic[-1])
         if self._raw_n < self.hop * self.factor:  # decimated in batches: cheaper
             return self.delay
-        m = self._mic_dec.process(np.concatenate(self._raw_mic))
-        f = self._far_dec.process(np.concatenate(self._raw_far))
+        far_raw = np.concatenate(self._raw_far)
+        played = bool(far_raw.any())
+        if played:
+            m = self._mic_dec.process(np.concatenate(self._raw_mic))
+            f = self._far_dec.process(far_raw)
+        else:  # nothing played (most of the time): no filtering, and no hop below
+            m = f = np.zeros(self._mic_dec.skip(self._raw_n))
+            self._far_dec.skip(self._raw_n)
         self._raw_mic, self._raw_far, self._raw_n = [], [], 0
         k = len(m)
         if k >= self._span:
@@ -327,7 +340,7 @@ class DelayEstimator:
             self._mic = np.concatenate([self._mic[k:], m])
             self._far = np.concatenate([self._far[k:], f])
         self._filled = min(self._span, self._filled + k)
-        if self._filled >= self._span:
+        if played and self._filled >= self._span:
             self._hop()
         return self.delay
 
