@@ -330,7 +330,7 @@ wait_for 30 status_is "conversing, connected" || { $A press > /dev/null; $A rele
 echo "hands-free: $(show StatusText)"
 rt POST '/answer?kind=speech&seconds=18' > /dev/null; rt POST '/echo?on=1' > /dev/null
 t=$(date +%s.%N)
-timeout 90 py $S/src/tests/vm/room.py run --out $O/room.npz --voices $S/voices --delay-ms 40 --tail-ms 150 \
+PYTHONPATH=/mnt/wcache/srvlib timeout 90 python3 $S/src/tests/vm/room.py run --out $O/room.npz --voices $S/voices --delay-ms 40 --tail-ms 150 \
     > $O/room.log 2>&1; rc=$?
 cat $O/room.log; echo "room rc=$rc after $(el $t) s; $(show StatusText)"
 python3 -c "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen('http://127.0.0.1:$(cat /run/rt.control)/mic', timeout=30).read())" > $O/sent.pcm
