@@ -3,7 +3,8 @@
 Runs in the guest on Debian's python3 with numpy (the wheelhouse's srvlib). The box plays on
 the loopback card's device 0; what it plays comes out of device 1, and what is played into
 device 1 is its microphone. This script sits on device 1 (arecord and aplay through ALSA's
-plug layer, 24 kHz mono, 10 ms periods) and, 20 ms at a time, sends back
+plug layer, 24 kHz mono, 20 ms periods, 0.5 s buffers with 150 ms of silence first, so that a
+slow guest never underruns) and, 50 ms at a time, sends back
 
     echo = what the box played, through a room: ``--delay-ms`` (40) of extra delay, a direct
            path, then reflections decaying by 60 dB over ``--tail-ms`` (150), seeded
@@ -34,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 RATE = 24000
-CHUNK = RATE // 50  # 20 ms
+CHUNK = RATE // 50  # 20 ms: the blocks of the measurement
+STEP = RATE // 20  # 50 ms: the room's own steps (the guest may run under TCG: few, cheap ones)
 DEVICE = "plughw:CARD=Loopback,DEV=1,SUBDEV=0"
 
 
@@ -81,14 +83,9 @@ def room_ir(delay_ms: float, tail_ms: float, seed: int = 1) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     ir = room_ir(args.delay_ms, args.tail_ms)
     fmt = ["-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1"]
-    rec = subprocess.Popen(
-        ["arecord", "-q", "-D", DEVICE, *fmt, "--period-time=10000", "--buffer-time=80000"],
-        stdout=subprocess.PIPE,
-    )
-    play = subprocess.Popen(
-        ["aplay", "-q", "-D", DEVICE, *fmt, "--period-time=10000", "--buffer-time=80000"],
-        stdin=subprocess.PIPE,
-    )
+    buffers = ["--period-time=20000", "--buffer-time=500000"]
+    rec = subprocess.Popen(["arecord", "-q", "-D", DEVICE, *fmt, *buffers], stdout=subprocess.PIPE)
+    play = subprocess.Popen(["aplay", "-q", "-D", DEVICE, *fmt, *buffers], stdin=subprocess.PIPE)
     assert rec.stdout is not None and play.stdin is not None
     voices = Path(args.voices) if args.voices else None
     if voices is not None and (voices / "near.wav").exists():  # espeak-ng, as bench/echo.py
@@ -99,26 +96,28 @@ def run(args: argparse.Namespace) -> int:
         talk = speechlike(3.0, 12, 190) * 0.25 * 32768 / 0.5 * 0.5
     noise = np.random.default_rng(3).standard_normal
     history = np.zeros(len(ir) - 1)
+    nfft = 1 << int(np.ceil(np.log2(len(ir) - 1 + STEP)))
+    ir_f = np.fft.rfft(ir, nfft)
     played, echoes, nears, mics = [], [], [], []
     # schedule, in chunks: the question at 0.5 s; the answer's start is found by its sound
     k, answer_at, quiet_since, loud_n = 0, None, None, 0
     start = time.monotonic()
-    play.stdin.write(bytes(2 * CHUNK * 4))  # 80 ms of silence first: aplay's buffer filled
+    play.stdin.write(bytes(2 * RATE * 15 // 100))  # 150 ms of silence first: aplay's margin
     try:
         while time.monotonic() - start < args.max_s:
-            raw = rec.stdout.read(2 * CHUNK)
-            if len(raw) < 2 * CHUNK:
+            raw = rec.stdout.read(2 * STEP)
+            if len(raw) < 2 * STEP:
                 print("room: arecord ended", file=sys.stderr)
                 return 2
             x = np.frombuffer(raw, dtype="<i2").astype(float)
             full = np.concatenate([history, x])
-            echo = np.convolve(full, ir, mode="valid")
+            echo = np.fft.irfft(np.fft.rfft(full, nfft) * ir_f, nfft)[len(history) : len(full)]
             history = full[len(full) - len(history) :]
-            near = np.zeros(CHUNK)
-            t = k * CHUNK
+            near = np.zeros(STEP)
+            t = k * STEP
             q0 = RATE // 2
             if q0 <= t < q0 + len(question):
-                seg = question[t - q0 : t - q0 + CHUNK]
+                seg = question[t - q0 : t - q0 + STEP]
                 near[: len(seg)] = seg
             loud = np.sqrt(np.mean(x**2)) > 300
             if answer_at is None and loud and t > q0 + len(question):
@@ -128,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 loud_n += loud
                 quiet_since = None if loud else (quiet_since or t)
                 if quiet_since is not None and t - quiet_since > 1.5 * RATE:
-                    if loud_n * CHUNK >= 3 * RATE:
+                    if loud_n * STEP >= 3 * RATE:
                         break  # the answer has ended
                     print("room: that was a short sound, not the answer", file=sys.stderr)
                     answer_at, quiet_since = None, None
@@ -137,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
                     a = answer_at + int(at * RATE)
                     if a <= t < a + int(2.5 * RATE):
                         b = (t - a + int(offset * RATE)) % len(talk)
-                        seg = talk[b : b + CHUNK]
+                        seg = talk[b : b + STEP]
                         near[: len(seg)] = seg
-            mic = echo + near + noise(CHUNK) * 3
+            mic = echo + near + noise(STEP) * 3
             play.stdin.write(np.clip(np.rint(mic), -32768, 32767).astype("<i2").tobytes())
             play.stdin.flush()
             played.append(x)
@@ -160,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         answer_at=answer_at if answer_at is not None else -1,
         talk_at_s=np.array(args.talk_at_s),
     )
-    print(f"room: {k * CHUNK / RATE:.1f} s, the answer from {answer_at}", file=sys.stderr)
+    print(f"room: {k * STEP / RATE:.1f} s, the answer from {answer_at}", file=sys.stderr)
     return 0 if answer_at is not None else 1
 
 
