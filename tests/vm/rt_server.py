@@ -8,7 +8,7 @@ saw through a small HTTP side door on another port:
     POST /answer?freq=HZ&seconds=S    the next answers: a sine tone of that pitch and length
     POST /answer?kind=speech&seconds=S   ... or speech-like sound (room.py's), that long
     POST /echo?on=1                   the echo test (room.py): from now on every appended audio
-                                      is kept, and once a response has begun the server VAD
+                                      is kept, and once the VAD has committed a question it
                                       hears nothing (no barge-in, no new turn) until ?on=0
     GET  /mic                         the audio appended since /echo?on=1 (raw PCM16)
 
@@ -69,6 +69,7 @@ class EchoTestServer(RealtimeTestServer):
         self.echo_test = False
         self.vad_deaf = False
         self.mic = bytearray()
+        self.commits_before = 0
 
     async def _on_append(self, conn, event) -> None:
         if self.echo_test:
@@ -77,7 +78,9 @@ class EchoTestServer(RealtimeTestServer):
         await super()._on_append(conn, event)
 
     async def _vad(self, conn, raw, vad) -> None:
-        if self.echo_test and (self.vad_deaf or conn.response is not None):
+        # Deaf from the first commit on: the answer is streamed faster than it plays, so the
+        # response may be over (conn.response None) long before the box has played it.
+        if self.echo_test and (self.vad_deaf or len(self.committed_audio) > self.commits_before):
             self.vad_deaf = True
             return
         await super()._vad(conn, raw, vad)
@@ -135,6 +138,7 @@ async def main() -> None:
         server.vad_deaf = False
         if server.echo_test:
             server.mic = bytearray()
+            server.commits_before = len(server.committed_audio)
         return web.json_response({"echo_test": server.echo_test})
 
     async def get_mic(request: web.Request) -> web.Response:
