@@ -241,7 +241,7 @@ class EchoCanceller:
         suppress: bool = True,
         align: bool = True,
         margin_ms: float = 20.0,
-        max_delay_ms: float = 400.0,
+        max_delay_ms: float = 500.0,
     ) -> None:
         if library not in _BACKENDS:
             raise ValueError(f"library must be one of {tuple(_BACKENDS)}, got {library!r}")

@@ -271,12 +271,12 @@ class DelayEstimator:
         self,
         rate: int = 24000,
         *,
-        max_delay_ms: float = 400.0,
+        max_delay_ms: float = 500.0,
         window_s: float = 0.6,
         hop_s: float = 0.5,
         smoothing: float = 0.5,
         min_confidence: float = 7.0,
-        agree_ms: float = 2.0,
+        agree_ms: float = 3.0,
         min_far_dbfs: float = -50.0,
     ) -> None:
         self.rate = int(rate)

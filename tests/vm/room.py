@@ -3,8 +3,8 @@
 Runs in the guest on Debian's python3 with numpy (the wheelhouse's srvlib). The box plays on
 the loopback card's device 0; what it plays comes out of device 1, and what is played into
 device 1 is its microphone. This script sits on device 1 (arecord and aplay through ALSA's
-plug layer, 24 kHz mono, 20 ms periods, 0.5 s buffers with 150 ms of silence first, so that a
-slow guest never underruns) and, 50 ms at a time, sends back
+plug layer, 24 kHz mono, 20 ms periods, 0.5 s buffers, 120 ms of silence queued first, so that
+a slow guest does not underrun) and, 50 ms at a time, sends back
 
     echo = what the box played, through a room: ``--delay-ms`` (40) of extra delay, a direct
            path, then reflections decaying by 60 dB over ``--tail-ms`` (150), seeded
@@ -85,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     fmt = ["-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1"]
     buffers = ["--period-time=20000", "--buffer-time=500000"]
     rec = subprocess.Popen(["arecord", "-q", "-D", DEVICE, *fmt, *buffers], stdout=subprocess.PIPE)
-    play = subprocess.Popen(["aplay", "-q", "-D", DEVICE, *fmt, *buffers], stdin=subprocess.PIPE)
+    # aplay starts once 120 ms are queued (by default it waits for a full buffer: 0.5 s more
+    # of delay); the silence written first is that margin.
+    play = subprocess.Popen(
+        ["aplay", "-q", "-D", DEVICE, *fmt, *buffers, "--start-delay=120000"],
+        stdin=subprocess.PIPE,
+    )
     assert rec.stdout is not None and play.stdin is not None
     voices = Path(args.voices) if args.voices else None
     if voices is not None and (voices / "near.wav").exists():  # espeak-ng, as bench/echo.py
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     # schedule, in chunks: the question at 0.5 s; the answer's start is found by its sound
     k, answer_at, quiet_since, loud_n = 0, None, None, 0
     start = time.monotonic()
-    play.stdin.write(bytes(2 * RATE * 15 // 100))  # 150 ms of silence first: aplay's margin
+    play.stdin.write(bytes(2 * RATE * 12 // 100))  # 120 ms of silence first: aplay's margin
     try:
         while time.monotonic() - start < args.max_s:
             raw = rec.stdout.read(2 * STEP)
