@@ -262,6 +262,19 @@ def test_an_abort_inside_quiet_stderr_keeps_its_message_for_the_next_start(tmp_p
     assert (rc, err) == (0, "")
 
 
+def test_a_process_that_ended_with_only_chatter_in_quiet_stderr_is_not_reported(tmp_path):
+    # A stop while a worker thread was opening a device: nothing went wrong in the library.
+    (tmp_path / "appliance-stderr.999999999").write_text(
+        "ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
+        "Cannot connect to server socket err = No such file or directory\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["STATE_DIRECTORY"] = str(tmp_path)
+    _, rc, err = _python(QUIET_BLOCK, env)
+    assert (rc, err) == (0, "")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_quiet_stderr_without_a_state_or_runtime_directory_uses_an_anonymous_file(capfd):
     env_keys = ("STATE_DIRECTORY", "XDG_RUNTIME_DIR")
     saved = {k: os.environ.pop(k) for k in env_keys if k in os.environ}

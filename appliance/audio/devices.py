@@ -136,9 +136,13 @@ def _forward_leftovers(directory: str | None) -> None:
                     for line in text.splitlines(keepends=True)
                     if not any(noise in line for noise in _JACK_NOISE)
                 ]
-                if lines:
+                # Only chatter: the process ended there for another reason (a stop while a
+                # worker thread was opening a device); the debug log has room for it.
+                if any(not line.startswith(_LIBRARY_CHATTER) for line in lines):
                     head = f"process {pid_text} ended inside PortAudio/ALSA; it wrote:\n"
                     os.write(2, (head + "".join(lines)).encode())
+                elif lines:
+                    log.debug("process %s ended inside PortAudio/ALSA: %s", pid_text, text)
 
 
 @contextlib.contextmanager
