@@ -329,10 +329,16 @@ systemctl restart appliance
 wait_for 30 status_is "conversing, connected" || { $A press > /dev/null; $A release > /dev/null; wait_for 30 status_is "conversing, connected"; }
 echo "hands-free: $(show StatusText)"
 rt POST '/answer?kind=speech&seconds=18' > /dev/null; rt POST '/echo?on=1' > /dev/null
+audio_figures() { $A status --json | python3 -c "import json,sys; a=json.load(sys.stdin)['audio']; print({k: {x: a[k].get(x) for x in ('overruns', 'underruns', 'dropped_frames', 'callbacks')} for k in ('capture', 'playback')})" 2>&1; }
+echo "before: $(audio_figures)"
+cpu0=$(awk '{print $14 + $15}' /proc/$(main_pid)/stat)
 t=$(date +%s.%N)
 PYTHONPATH=/mnt/wcache/srvlib timeout 90 python3 $S/src/tests/vm/room.py run --out $O/room.npz --voices $S/voices --delay-ms 40 --tail-ms 150 \
     > $O/room.log 2>&1; rc=$?
 cat $O/room.log; echo "room rc=$rc after $(el $t) s; $(show StatusText)"
+echo "after: $(audio_figures)"
+echo "the box's CPU meanwhile: $(( $(awk '{print $14 + $15}' /proc/$(main_pid)/stat) - cpu0 )) ticks of $(getconf CLK_TCK)/s in $(el $t) s"
+journal_since $s0 | grep -v -E "^(Expression|ALSA lib)" | tail -15
 python3 -c "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen('http://127.0.0.1:$(cat /run/rt.control)/mic', timeout=30).read())" > $O/sent.pcm
 echo "the box sent $(( $(stat -c %s $O/sent.pcm) / 48000 )) s of audio"
 delay=$(journal_since $s0 | grep -o 'echo cancellation: the echo comes.*' | tail -2 | tr '\n' ' ')

@@ -168,22 +168,55 @@ def run(args: argparse.Namespace) -> int:
     return 0 if answer_at is not None else 1
 
 
+def _xcorr_peak(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
+    """(lag, normalised value) of the largest |cross-correlation|: a[i + lag] ~ b[i]."""
+    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    xc = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    k = int(np.argmax(np.abs(xc)))
+    lag = k - n if k > n // 2 else k
+    seen = a[max(0, lag) : max(0, lag) + len(b)]  # normalised by what it matched
+    peak = float(abs(xc[k])) / (np.linalg.norm(seen) * np.linalg.norm(b) + 1e-9)
+    return lag, peak
+
+
+def lag_track(out: np.ndarray, mic: np.ndarray, near: np.ndarray, answer_at: int) -> np.ndarray:
+    """Per room sample i, where it is in what the box sent (out[i + lag[i]] ~ mic[i]).
+
+    First the answer's first second (the canceller has not learnt the echo yet: the box sends
+    what its mic heard), else the near-end voice over the whole recording. Then, 1 s at a
+    time, the room's mic against what the box sent within 0.5 s of the last lag: a box that
+    loses some of its microphone's samples (a slow guest) shifts the lag, and each second
+    follows it; a second that matches nothing well keeps the last lag."""
+    lag, peak = _xcorr_peak(out, mic[answer_at : answer_at + RATE]) if answer_at >= 0 else (0, 0)
+    lag = lag - answer_at if peak > 0.5 else _xcorr_peak(out, near)[0]
+    lags = np.full(len(mic), lag)
+    win, reach = RATE, RATE // 2
+    for start in range(0, len(mic) - win + 1, win):
+        seg = mic[start : start + win]
+        lo = start + lag - reach
+        if np.std(seg) < 300 or lo < 0 or lo + win + 2 * reach > len(out):
+            lags[start:] = lag
+            continue
+        part = out[lo : lo + win + 2 * reach]
+        k, peak = _xcorr_peak(part, seg)
+        if peak > 0.3 and 0 <= k <= 2 * reach and np.std(part[k : k + win]) > 0.05 * np.std(seg):
+            lag = lo + k - start
+        lags[start:] = lag
+    return lags
+
+
 def measure(room_file: str, sent_file: str, settle_s: float = 5.0) -> dict:
     """ERLE and near-end correlation of what the box sent (``sent_file``: raw PCM16, 24 kHz)."""
     r = np.load(room_file)
     echo, near, mic = r["echo"], r["near"], r["mic"]
     answer_at = int(r["answer_at"])
     out = np.fromfile(sent_file, dtype="<i2").astype(float)
-    # Where the room's timeline is in what the box sent: the near-end voice (kept by the
-    # canceller) lines them up. out[i + lag] ~ mic[i].
-    n = 1 << int(np.ceil(np.log2(len(out) + len(near))))
-    xc = np.fft.irfft(np.fft.rfft(out, n) * np.conj(np.fft.rfft(near, n)), n)
-    lag = int(np.argmax(xc))
-    if lag > n // 2:
-        lag -= n
-    lo, hi = max(0, -lag), min(len(mic), len(out) - lag)
-    idx = np.arange(lo, hi)
-    o = out[idx + lag]
+    lags = lag_track(out, mic, near, answer_at)
+    idx = np.arange(len(mic))
+    at = idx + lags
+    inside = (at >= 0) & (at < len(out))
+    idx, at = idx[inside], at[inside]
+    o = out[at]
     e, v, m = echo[idx], near[idx], mic[idx]
     after = idx >= answer_at + int(settle_s * RATE)
     blocks = len(idx) // CHUNK
@@ -208,7 +241,8 @@ def measure(room_file: str, sent_file: str, settle_s: float = 5.0) -> dict:
         if sel.any()
         else None,
         "echo_rms_in_double_talk": round(echo_in_talk),
-        "lag_samples": lag,
+        "lag_samples": [int(lags[0]), int(lags[-1])],
+        "lag_changes": int(np.count_nonzero(np.diff(lags))),
         "mic_to_near_corr": round(float(np.corrcoef(m[talk], v[talk])[0, 1]), 3)
         if talk.any()
         else None,
