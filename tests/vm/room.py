@@ -182,13 +182,19 @@ def _xcorr_peak(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
 def lag_track(out: np.ndarray, mic: np.ndarray, near: np.ndarray, answer_at: int) -> np.ndarray:
     """Per room sample i, where it is in what the box sent (out[i + lag[i]] ~ mic[i]).
 
-    First the answer's first second (the canceller has not learnt the echo yet: the box sends
+    First the answer's first seconds (the canceller has not learnt the echo yet: the box sends
     what its mic heard), else the near-end voice over the whole recording. Then, 1 s at a
     time, the room's mic against what the box sent within 0.5 s of the last lag: a box that
     loses some of its microphone's samples (a slow guest) shifts the lag, and each second
     follows it; a second that matches nothing well keeps the last lag."""
-    lag, peak = _xcorr_peak(out, mic[answer_at : answer_at + RATE]) if answer_at >= 0 else (0, 0)
-    lag = lag - answer_at if peak > 0.5 else _xcorr_peak(out, near)[0]
+    first = [
+        (peak, k - start)
+        for start in range(max(0, answer_at), max(0, answer_at) + 2 * RATE + 1, RATE // 2)
+        if answer_at >= 0 and start + RATE <= len(mic)
+        for k, peak in [_xcorr_peak(out, mic[start : start + RATE])]
+    ]
+    best = max(first, default=(0.0, 0))
+    lag = best[1] if best[0] > 0.5 else _xcorr_peak(out, near)[0]
     lags = np.full(len(mic), lag)
     win, reach = RATE, RATE // 2
     for start in range(0, len(mic) - win + 1, win):
@@ -242,6 +248,8 @@ def measure(room_file: str, sent_file: str, settle_s: float = 5.0) -> dict:
         else None,
         "echo_rms_in_double_talk": round(echo_in_talk),
         "lag_samples": [int(lags[0]), int(lags[-1])],
+        # what the box's microphone lost meanwhile (the lag shrank): 0 on a steady box
+        "lost_ms": round(float(lags[max(0, answer_at)] - lags[-1]) * 1000 / RATE),
         "lag_changes": int(np.count_nonzero(np.diff(lags))),
         "mic_to_near_corr": round(float(np.corrcoef(m[talk], v[talk])[0, 1]), 3)
         if talk.any()
@@ -270,11 +278,15 @@ def main() -> int:
     r = measure(args.room, args.sent)
     if args.json:
         Path(args.json).write_text(json.dumps(r))
-    print(
+    line = (
         f"ERLE {r['erle_db']} dB, near-end corr {r['near_end_corr']} (the mic itself "
         f"{r['mic_to_near_corr']}); echo {r['echo_dbfs']} dBFS; {r['far_only_s']} s far end only, "
         f"{r['double_talk_s']} s double talk"
     )
+    if r["lost_ms"] > 100:  # the box dropped mic samples: no steady echo path to measure
+        print(f"{line}; but the box lost {r['lost_ms']} ms of its microphone's samples meanwhile")
+        return 3
+    print(line)
     return 0 if r["erle_db"] >= 20 and r["near_end_corr"] >= 0.9 else 1
 
 
