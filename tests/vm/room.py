@@ -8,18 +8,22 @@ a slow guest does not underrun) and, 50 ms at a time, sends back
 
     echo = what the box played, through a room: ``--delay-ms`` (40) of extra delay, a direct
            path, then reflections decaying by 60 dB over ``--tail-ms`` (150), seeded
-    near = a voice (speech-like, another pitch): a question at the start, then, once the box
-           answers, two stretches of talking over it (double talk)
+    near = a voice (espeak-ng's WAVs in ``--voices``, made by tests/vm/run; else speech-like
+           noise): a question at the start, then, once the box answers, two stretches of
+           talking over it (double talk)
     mic  = echo + near + a faint noise floor
 
 until the answer has ended (or ``--max-s``), then saves everything it sent and heard to
 ``--out`` (an .npz: played, echo, near, mic; 24 kHz). :func:`measure` then compares what the
 box sent to the server (its echo-cancelled mic, 24 kHz) with that: ERLE over the stretches
 where only the box talks (after ``settle_s``), and the correlation of the box's mic with the
-near-end voice over the double talk.
+near-end voice over the double talk. The two timelines are lined up second by second (a slow
+guest's box loses some of its microphone's samples; ``lost_ms`` says how many, and then the
+figures mean little: exit 3).
 
     python3 room.py run --out room.npz [--delay-ms 40]
-    python3 room.py measure room.npz sent.pcm [--json F]   # one line; exit 1 below target
+    python3 room.py measure room.npz sent.pcm [--json F]   # one line; exit 1 below target,
+                                                           # 3 if the box lost samples
 """
 
 from __future__ import annotations
