@@ -15,8 +15,13 @@ near-end speech over the double-talk stretches (1.0 = untouched); CPU-ms per min
 ``near_end_corr``, ``cpu_ms_per_min``, ``library`` and the details.
 
     .venv/bin/python bench/echo.py [--library speex|webrtc] [--seconds 40] [--seed 1] [--json]
+    .venv/bin/python bench/echo.py --delays 40,80,130,150   # the echo that late after its
+                                                            # reference: measured alignment
+                                                            # against none, per delay
 
 Targets (issue 8): ERLE >= 20 dB, near-end correlation >= 0.9, <= 600 CPU-ms per minute.
+``--delay-ms`` fixes the room's delay (default: 20-60 ms, seeded); ``--no-align`` turns the
+canceller's measured alignment off (DelayEstimator, see echo_reference.py).
 """
 
 from __future__ import annotations
@@ -106,7 +111,13 @@ def room_ir(rng: np.random.Generator, delay_ms: float, decay_ms: float = 150.0) 
     return np.concatenate([np.zeros(d), tail])
 
 
-def scene(seconds: float, seed: int, echo_dbfs: float = -22.0, near_dbfs: float = -24.0):
+def scene(
+    seconds: float,
+    seed: int,
+    echo_dbfs: float = -22.0,
+    near_dbfs: float = -24.0,
+    delay_ms: float | None = None,
+):
     """(mic, far, near_clean, echo, near_mask): float arrays at 24 kHz and the double-talk mask.
 
     The far end talks all the time (with its pauses); the near end in two stretches."""
@@ -126,7 +137,8 @@ def scene(seconds: float, seed: int, echo_dbfs: float = -22.0, near_dbfs: float 
     else:
         far = babble(seconds, rng, 110)
     far = scale(far, -18.0)
-    ir = room_ir(rng, rng.uniform(20, 60))
+    room_delay = rng.uniform(20, 60)
+    ir = room_ir(rng, room_delay if delay_ms is None else delay_ms)
     echo = np.convolve(far, ir)[:n]
     echo = scale(echo, echo_dbfs)
     near = np.zeros(n)
@@ -169,14 +181,16 @@ def run(
     tail_ms: int = 200,
     suppress: bool = True,
     ref_offset_ms: float = 0.0,
+    delay_ms: float | None = None,
+    align: bool = True,
 ) -> dict:
-    mic, far, near, echo, mask = scene(seconds, seed)
+    mic, far, near, echo, mask = scene(seconds, seed, delay_ms=delay_ms)
     if ref_offset_ms:  # the reference late (<0) or early (>0) against the truth
         k = int(abs(ref_offset_ms) * RATE / 1000)
         pad = np.zeros(k, dtype=np.int16)
         far = np.concatenate([far[k:], pad]) if ref_offset_ms > 0 else np.concatenate([pad, far])
         far = far[: len(mic)]
-    ec = EchoCanceller(RATE, frame_ms, tail_ms, library=library, suppress=suppress)
+    ec = EchoCanceller(RATE, frame_ms, tail_ms, library=library, suppress=suppress, align=align)
     chunk = RATE * CHUNK_MS // 1000
     outs = []
     cpu0 = time.process_time()
@@ -213,11 +227,41 @@ def run(
         "tail_ms": tail_ms,
         "suppress": suppress,
         "ref_offset_ms": ref_offset_ms,
+        "delay_ms": delay_ms,
+        "align": align,
+        "estimated_delay_ms": (
+            round(ec.estimator.delay * 1000 / RATE, 2)
+            if ec.estimator is not None and ec.estimator.delay is not None
+            else None
+        ),
+        "realigns": ec.realigns,
         "output_delay_samples": d,
         "far_only_s": round(float(far_only.sum()) * CHUNK_MS / 1000, 2),
         "double_talk_s": round(float(dt.sum()) / RATE, 2),
         "mic_to_near_corr": round(float(np.corrcoef(mic_f[dt], near_a[dt])[0, 1]), 4),
     }
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Per delay: the canceller with its measured alignment, and without (the floor)."""
+    rows = []
+    print("delay ms  measured ms  ERLE dB  corr   CPU ms/min | no alignment: ERLE dB  corr")
+    for delay in (float(d) for d in args.delays.split(",")):
+        both = [
+            run(args.library, args.seconds, args.seed, args.converge_s, args.frame_ms,
+                args.tail_ms, not args.no_suppress, 0.0, delay, align)
+            for align in (True, False)
+        ]  # fmt: skip
+        rows.append(both)
+        a, b = both
+        print(
+            f"{delay:8.0f}  {a['estimated_delay_ms'] or float('nan'):11.2f}  {a['erle_db']:7.1f}"
+            f"  {a['near_end_corr']:.3f}  {a['cpu_ms_per_min']:10.0f} | "
+            f"{b['erle_db']:21.1f}  {b['near_end_corr']:.3f}"
+        )
+    if args.json:
+        print(json.dumps(rows))
+    return 0
 
 
 def main() -> int:
@@ -230,8 +274,13 @@ def main() -> int:
     parser.add_argument("--tail-ms", type=int, default=200)
     parser.add_argument("--no-suppress", action="store_true", help="linear filter only")
     parser.add_argument("--ref-offset-ms", type=float, default=0.0)
+    parser.add_argument("--delay-ms", type=float, default=None, help="the room's delay")
+    parser.add_argument("--no-align", action="store_true", help="no measured alignment")
+    parser.add_argument("--delays", default="", help="comma-separated: a sweep, see above")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.delays:
+        return sweep(args)
     if not EchoCanceller.available(args.library):
         print(f"{args.library}: not available here", file=sys.stderr)
         return 2
@@ -244,6 +293,8 @@ def main() -> int:
         args.tail_ms,
         not args.no_suppress,
         args.ref_offset_ms,
+        args.delay_ms,
+        not args.no_align,
     )
     if args.json:
         print(json.dumps(result))
@@ -260,6 +311,11 @@ def main() -> int:
         f"(mic itself: {result['mic_to_near_corr']:.3f})"
     )
     print(f"CPU                {result['cpu_ms_per_min']:.0f} ms per minute of audio")
+    if result["align"]:
+        print(
+            f"echo delay         {result['estimated_delay_ms']} ms measured "
+            f"({result['realigns']} realignments)"
+        )
     print(f"targets            {'met' if ok else 'NOT met'} (>= 20 dB, >= 0.9, <= 600 ms/min)")
     return 0
 

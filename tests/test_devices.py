@@ -7,6 +7,7 @@ are ALSA ``file`` plugins instead of sound cards (see virtual_alsa.py).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from appliance.audio.devices import (
     list_devices,
     open_pyaudio,
     pick_rate,
+    quiet_stderr,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +219,68 @@ def test_open_pyaudio_keeps_libjack_off_stderr_and_never_starts_a_server(capfd, 
     assert open_pyaudio(factory) == "pa"
     assert seen["no_start"] == "1"
     assert capfd.readouterr().err == "something else\n"
+
+
+# alsa-lib 1.2.8 aborted the daemon this way in the VM (tests/vm/): the assert's message went
+# into quiet_stderr()'s file and was lost with the process.
+ABORTS_INSIDE_QUIET_STDERR = """
+import os
+from appliance.audio.devices import quiet_stderr
+with quiet_stderr():
+    os.write(2, b"ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\\n")
+    os.write(2, b"Cannot connect to server socket err = No such file or directory\\n")
+    os.write(2, b"python3: pcm_plugin.c:572: snd_pcm_plugin_status: Assertion `err' failed.\\n")
+    os.abort()
+"""
+QUIET_BLOCK = "from appliance.audio.devices import quiet_stderr\nwith quiet_stderr(): pass\n"
+
+
+def _python(code: str, env: dict) -> tuple[int, int, str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    _, err = child.communicate(timeout=30)
+    return child.pid, child.returncode, err
+
+
+def test_an_abort_inside_quiet_stderr_keeps_its_message_for_the_next_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["STATE_DIRECTORY"] = str(tmp_path)  # as systemd sets it for the service
+    pid, rc, err = _python(ABORTS_INSIDE_QUIET_STDERR, env)
+    assert rc == -signal.SIGABRT
+    assert "Assertion" not in err  # fd 2 was quiet_stderr()'s file when it aborted
+    assert [p.name for p in tmp_path.iterdir()] == [f"appliance-stderr.{pid}"]
+    _, rc, err = _python(QUIET_BLOCK, env)  # the next start
+    assert rc == 0
+    assert err == (
+        f"process {pid} ended inside PortAudio/ALSA; it wrote:\n"
+        "ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
+        "python3: pcm_plugin.c:572: snd_pcm_plugin_status: Assertion `err' failed.\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # forwarded once; a block that ends leaves nothing
+    _, rc, err = _python(QUIET_BLOCK, env)
+    assert (rc, err) == (0, "")
+
+
+def test_a_process_that_ended_with_only_chatter_in_quiet_stderr_is_not_reported(tmp_path):
+    # A stop while a worker thread was opening a device: nothing went wrong in the library.
+    (tmp_path / "appliance-stderr.999999999").write_text(
+        "ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
+        "Cannot connect to server socket err = No such file or directory\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env["STATE_DIRECTORY"] = str(tmp_path)
+    _, rc, err = _python(QUIET_BLOCK, env)
+    assert (rc, err) == (0, "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quiet_stderr_without_a_state_or_runtime_directory_uses_an_anonymous_file(capfd):
+    env_keys = ("STATE_DIRECTORY", "XDG_RUNTIME_DIR")
+    saved = {k: os.environ.pop(k) for k in env_keys if k in os.environ}
+    try:
+        with quiet_stderr():
+            os.write(2, b"Cannot connect to server request channel\nkept\n")
+    finally:
+        os.environ.update(saved)
+    assert capfd.readouterr().err == "kept\n"

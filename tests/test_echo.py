@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from appliance.audio.echo import EchoCanceller
-from appliance.audio.echo_reference import ReferenceTap
+from appliance.audio.echo_reference import DelayEstimator, ReferenceTap
 
 RATE = 24000
 needs_speex = pytest.mark.skipif(
@@ -39,18 +39,18 @@ def speechlike(seconds: float, seed: int, pitch: float) -> np.ndarray:
     return x * syllables * words
 
 
-def room(seed: int) -> np.ndarray:
+def room(seed: int, delay_ms: float = 30.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(0.12 * RATE)
     tail = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
     tail[0] = 1.0
-    return np.concatenate([np.zeros(int(0.03 * RATE)), tail])
+    return np.concatenate([np.zeros(int(delay_ms * RATE / 1000)), tail])
 
 
-def scene(seconds: float = 12.0, seed: int = 3):
+def scene(seconds: float = 12.0, seed: int = 3, delay_ms: float = 30.0):
     """(mic int16, far int16, near float, double-talk mask): near end from 8 to 10 s."""
     far = speechlike(seconds, seed, 110) * 3000
-    echo = np.convolve(far, room(seed))[: len(far)]
+    echo = np.convolve(far, room(seed, delay_ms))[: len(far)]
     echo *= 3000 / np.std(echo)
     near = np.zeros_like(far)
     a, b = min(len(far), 8 * RATE), min(len(far), 10 * RATE)
@@ -90,6 +90,88 @@ def test_cancels_echo_and_keeps_near_end():
     dt = mask[: len(out)]
     corr = np.corrcoef(out[dt], near[: len(out)][dt])[0, 1]
     assert corr > 0.8, f"near-end correlation {corr:.3f}"
+
+
+def erle_and_corr(ec: EchoCanceller, mic, far, near, mask, settled_s=4.0) -> tuple[float, float]:
+    out = run(ec, mic, far, iter(lambda: 480, None)).astype(float)[ec.delay :]
+    m = mic[: len(out)].astype(float)
+    after = np.arange(len(out)) >= settled_s * RATE  # converged
+    far_only = after & ~mask[: len(out)] & (np.abs(m) > 300)
+    erle = 10 * np.log10(np.sum(m[far_only] ** 2) / np.sum(out[far_only] ** 2))
+    dt = mask[: len(out)]
+    return float(erle), float(np.corrcoef(out[dt], near[: len(out)][dt])[0, 1])
+
+
+@needs_speex
+@pytest.mark.parametrize("delay_ms", [250, 350])
+def test_a_late_echo_is_cancelled_once_its_delay_is_measured(delay_ms):
+    """The echo comes 250/350 ms after its reference (a device buffering more than it says):
+    beyond the 200 ms filter, unless the reference is moved by the measured delay (the
+    bounds: the first test's; the bench measures 40-150 ms against the targets). The delay
+    is found after ~2 s of speech, and the filter learns the path afresh then (~3-4 s)."""
+    mic, far, near, mask = scene(delay_ms=delay_ms)
+    aligned = EchoCanceller()
+    erle, corr = erle_and_corr(aligned, mic, far, near, mask, settled_s=6.5)
+    assert aligned.estimator is not None
+    assert abs(aligned.estimator.delay - delay_ms * RATE // 1000) <= RATE // 1000  # 1 ms
+    assert aligned.realigns == 1
+    # (near-end: the same scene with the reference placed by hand keeps 0.91; the residual
+    # suppressor right after the filter started afresh takes a little more of it)
+    assert erle >= 20 and corr >= 0.75, (erle, corr)
+    unaligned_erle, _ = erle_and_corr(EchoCanceller(align=False), mic, far, near, mask, 6.5)
+    assert unaligned_erle < erle - 6, (unaligned_erle, erle)
+
+
+def echo_of(far: np.ndarray, delay_ms: float, seed: int) -> np.ndarray:
+    return np.convolve(far, room(seed, delay_ms))[: len(far)]
+
+
+@pytest.mark.parametrize("delay_ms", [0, 40, 80, 130, 150, 300])
+def test_delay_estimator_finds_a_known_delay(delay_ms):
+    far = speechlike(6.0, 7, 110) * 3000
+    near = np.zeros_like(far)
+    near[3 * RATE : 5 * RATE] = speechlike(2.0, 8, 210) * 3000  # double talk
+    mic = echo_of(far, delay_ms, 7) + near + np.random.default_rng(7).standard_normal(len(far))
+    est = DelayEstimator()
+    seen = [est.update(mic[i : i + 480], far[i : i + 480]) for i in range(0, len(far), 480)]
+    assert est.delay is not None
+    assert abs(est.delay - delay_ms * RATE / 1000) <= RATE / 1000  # within 1 ms
+    assert est.changes == 1  # found once, then kept through the double talk
+    first = next(i for i, d in enumerate(seen) if d is not None)
+    assert first * 0.02 <= 2.5  # found within 2.5 s of speech
+
+
+def test_delay_estimator_follows_a_new_path_and_ignores_silence():
+    est = DelayEstimator()
+    quiet = np.zeros(RATE * 3)
+    noise = np.random.default_rng(1).standard_normal(len(quiet)) * 30  # the mic's own noise
+    for i in range(0, len(quiet), 480):
+        assert est.update(noise[i : i + 480], quiet[i : i + 480]) is None  # nothing played
+    far = speechlike(8.0, 9, 110) * 3000
+    mic = np.concatenate([echo_of(far[: 4 * RATE], 40, 9), echo_of(far[4 * RATE :], 130, 9)])
+    delays = []
+    for i in range(0, len(far), 480):
+        delays.append(est.update(mic[i : i + 480], far[i : i + 480]))
+    assert abs(delays[4 * 50 - 1] - 40 * 24) <= 24  # 40 ms before the change at 4 s
+    assert abs(delays[-1] - 130 * 24) <= 24  # 130 ms within 4 s after it
+    assert est.changes == 2
+    est.reset()
+    assert est.delay is None and est.changes == 0
+
+
+def test_delay_estimator_at_48k_and_with_odd_chunks():
+    rate = 48000
+    t = speechlike(6.0, 4, 120)
+    far = np.repeat(t, 2) * 3000  # 48 kHz, crudely
+    mic = np.concatenate([np.zeros(int(0.09 * rate)), far])[: len(far)] * 0.5
+    est = DelayEstimator(rate)
+    rng = np.random.default_rng(2)
+    pos = 0
+    while pos < len(far):
+        n = int(rng.integers(1, 2000))
+        est.update(mic[pos : pos + n], far[pos : pos + n])
+        pos += n
+    assert est.delay is not None and abs(est.delay - 0.09 * rate) <= rate / 1000
 
 
 @needs_speex
@@ -204,8 +286,9 @@ def test_reopen_at_another_rate_starts_again():
 
 @needs_speex
 @pytest.mark.skip(
-    reason="unfinished: over the clockless virtual devices only 1.5-6.5 dB of the echo is "
-    "removed (the reference's timing anchor assumes a clocked card); see the echo report"
+    reason="unproven here: over the clockless virtual devices the echo comes 125-141 ms after "
+    "its reference; the DelayEstimator finds that, yet only 5.5-12.4 dB are removed (the pipes' "
+    "path is not steady enough for the filter?). tests/vm measures it on a kernel card"
 )
 async def test_capture_cancels_the_echo_of_playback(virtual_alsa):
     """Playback -> speaker_fifo -> (the test: a room, 30 ms + tail) -> mic_fifo -> Capture with
@@ -246,7 +329,7 @@ async def test_capture_cancels_the_echo_of_playback(virtual_alsa):
     # The pipes and the pump buffer about 100 ms that PortAudio's latencies do not report (a
     # sound card's do): measured, the echo reaches the mic ~130 ms after its reference. A
     # longer filter covers that here; the alignment itself is tested above.
-    ec = EchoCanceller(tail_ms=400)
+    ec = EchoCanceller()
     config = AudioConfig(
         input_device="mic_fifo", output_device="speaker_fifo", input_rate=24000, output_rate=24000
     )

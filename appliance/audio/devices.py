@@ -81,6 +81,70 @@ class DeviceInfo:
         return self.input_rates if kind == "input" else self.output_rates
 
 
+_LEFTOVER_PREFIX = "appliance-stderr."
+_leftovers_checked = False
+
+
+def _leftover_dir() -> str | None:
+    """Where fd 2's file lives while PortAudio runs, so that it outlives an abort: the
+    service's state directory, else the user's runtime directory; None: neither (a plain
+    temporary file, lost with the process)."""
+    for var in ("STATE_DIRECTORY", "XDG_RUNTIME_DIR"):
+        path = os.environ.get(var, "").split(":")[0]
+        if path and os.path.isdir(path) and os.access(path, os.W_OK):
+            return path
+    return None
+
+
+def _open_capture_file(directory: str | None) -> tuple[int, str | None]:
+    """(fd, path) of the file fd 2 points at meanwhile; path None for an anonymous one."""
+    if directory is not None:
+        path = os.path.join(directory, f"{_LEFTOVER_PREFIX}{os.getpid()}")
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with contextlib.suppress(OSError):
+            return os.open(path, flags, 0o600), path
+    with tempfile.TemporaryFile() as tmp:
+        return os.dup(tmp.fileno()), None  # the dup keeps it open after tmp is closed
+
+
+def _forward_leftovers(directory: str | None) -> None:
+    """What an earlier process wrote to stderr while PortAudio ran, when it never got to sort
+    it: it ended there (alsa-lib's and PortAudio's asserts abort the process). Written to
+    stderr now (the journal under the service), with the process's id; then removed."""
+    if directory is None:
+        return
+    with contextlib.suppress(OSError):
+        names = [n for n in os.listdir(directory) if n.startswith(_LEFTOVER_PREFIX)]
+        for name in names:
+            pid_text = name[len(_LEFTOVER_PREFIX) :]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+                continue  # still running: its own file
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue  # another user's, running
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                with open(path, "rb") as f:
+                    text = f.read(65536).decode(errors="replace")
+                os.unlink(path)
+                lines = [
+                    line
+                    for line in text.splitlines(keepends=True)
+                    if not any(noise in line for noise in _JACK_NOISE)
+                ]
+                # Only chatter: the process ended there for another reason (a stop while a
+                # worker thread was opening a device); the debug log has room for it.
+                if any(not line.startswith(_LIBRARY_CHATTER) for line in lines):
+                    head = f"process {pid_text} ended inside PortAudio/ALSA; it wrote:\n"
+                    os.write(2, (head + "".join(lines)).encode())
+                elif lines:
+                    log.debug("process %s ended inside PortAudio/ALSA: %s", pid_text, text)
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Keep PortAudio's and ALSA's chatter off stderr while the block runs.
@@ -88,11 +152,18 @@ def quiet_stderr() -> Iterator[None]:
     Initialising PortAudio probes every ALSA pcm (dozens of "ALSA lib ... Unknown PCM" lines
     on a stock configuration, a whole screen when there is no sound card), libjack complains
     that no JACK server runs, and a failed open prints PortAudio's "Expression ... failed"
-    trace. fd 2 points at a temporary file meanwhile; afterwards the JACK lines are dropped,
-    the ALSA and PortAudio lines go to the log at debug level (``-v`` shows them), and
-    anything else is written back to stderr: what another thread wrote meanwhile is delayed by
-    milliseconds, not lost. One block at a time in the process (a lock), as fd 2 is global.
+    trace. fd 2 points at a file meanwhile; afterwards the JACK lines are dropped, the ALSA and
+    PortAudio lines go to the log at debug level (``-v`` shows them), and anything else is
+    written back to stderr: what another thread wrote meanwhile is delayed by milliseconds,
+    not lost. One block at a time in the process (a lock), as fd 2 is global.
+
+    Should the process end inside the block (alsa-lib's and PortAudio's asserts call abort()),
+    the file survives it: it is ``appliance-stderr.<pid>`` in the service's state directory
+    (or the user's runtime directory), and the next process to come here writes what it holds
+    to stderr, i.e. the journal (:func:`_forward_leftovers`). Without either directory the
+    file is anonymous and such a message is lost with the process.
     """
+    global _leftovers_checked
     with _STDERR_LOCK:
         try:
             sys.stderr.flush()
@@ -100,15 +171,28 @@ def quiet_stderr() -> Iterator[None]:
         except (OSError, ValueError):  # no usable fd 2: nothing to protect
             yield
             return
-        with tempfile.TemporaryFile() as tmp:
-            os.dup2(tmp.fileno(), 2)
+        directory = _leftover_dir()
+        if not _leftovers_checked:
+            _leftovers_checked = True
+            _forward_leftovers(directory)
+        fd, path = _open_capture_file(directory)
+        os.dup2(fd, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
             try:
-                yield
+                os.lseek(fd, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read(fd, 65536):
+                    chunks.append(chunk)
             finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                tmp.seek(0)
-                _sort_chatter(tmp.read().decode(errors="replace"))
+                os.close(fd)
+                if path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            _sort_chatter(b"".join(chunks).decode(errors="replace"))
 
 
 def _sort_chatter(text: str) -> None:

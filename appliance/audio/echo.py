@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from appliance.audio.echo_reference import DelayEstimator
+
 log = logging.getLogger(__name__)
 
 # speex/speex_echo.h, speex/speex_preprocess.h
@@ -237,6 +239,9 @@ class EchoCanceller:
         *,
         library: str = "speex",
         suppress: bool = True,
+        align: bool = True,
+        margin_ms: float = 20.0,
+        max_delay_ms: float = 500.0,
     ) -> None:
         if library not in _BACKENDS:
             raise ValueError(f"library must be one of {tuple(_BACKENDS)}, got {library!r}")
@@ -251,6 +256,18 @@ class EchoCanceller:
         self._ready_n = 0
         self._short = 0  # samples of delay added for short chunks (0 if all are whole frames)
         self.frames = 0  # frames processed
+        # The reference's alignment, measured (see DelayEstimator): when the echo is out of
+        # the filter's reach, the far end is delayed so that its direct path comes
+        # ``margin_ms`` after the reference.
+        self.estimator = DelayEstimator(self.rate, max_delay_ms=max_delay_ms) if align else None
+        self.margin = round(margin_ms * self.rate / 1000)
+        # The echo's direct path may come up to this long after the reference: its tail (a
+        # room's first ~100 ms carry most of its energy) then still fits in the filter.
+        self.reach = max(self.margin, tail - round(0.1 * self.rate))
+        self.max_shift = round(max_delay_ms * self.rate / 1000)
+        self.shift = 0  # samples by which the far end is delayed now
+        self.realigns = 0  # times the shift changed
+        self._far_hist = np.zeros(self.max_shift if align else 0, dtype=np.int16)
 
     @classmethod
     def available(cls, library: str = "speex") -> bool:
@@ -270,6 +287,8 @@ class EchoCanceller:
             raise ValueError(f"mic and far differ in length: {n} != {len(far)}")
         if n == 0:
             return mic.copy()
+        if self.estimator is not None:
+            far = self._aligned(mic, far)
         mics = np.concatenate([self._mic, mic]) if len(self._mic) else mic
         fars = np.concatenate([self._far, far]) if len(self._far) else far
         whole = len(mics) // self.frame * self.frame
@@ -296,9 +315,43 @@ class EchoCanceller:
         self._ready_n = len(rest)
         return out
 
+    def _aligned(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """``far`` delayed (bounded) when the measured echo falls outside the filter's reach."""
+        estimator = self.estimator
+        assert estimator is not None
+        changes = estimator.changes
+        delay = estimator.update(mic, far)
+        if delay is not None and estimator.changes != changes:  # a new measurement
+            behind = delay - self.shift  # where the echo is now, after the reference
+            moved = ""
+            if behind < 0 or behind > self.reach:
+                # Out of reach (before the reference, or its tail past the filter): move the
+                # reference so the echo comes ``margin`` after it, and learn the path afresh,
+                # which is quicker than unlearning the old one. Within reach nothing moves:
+                # the filter keeps what it learnt.
+                shift = min(self.max_shift, max(0, delay - self.margin))
+                if shift != self.shift:
+                    self.shift = shift
+                    self.realigns += 1
+                    self._backend.reset()
+                    moved = f"; the reference is moved {shift * 1000 / self.rate:.0f} ms later"
+            log.info(
+                "echo cancellation: the echo comes %.0f ms after its reference%s",
+                delay * 1000 / self.rate,
+                moved,
+            )
+        full = np.concatenate([self._far_hist, far])
+        start = len(self._far_hist) - self.shift
+        self._far_hist = full[len(full) - len(self._far_hist) :]
+        return full[start : start + len(far)]
+
     def reset(self) -> None:
         """Forget the learnt echo path and the buffered samples (a new, unrelated stream)."""
         self._backend.reset()
+        if self.estimator is not None:
+            self.estimator.reset()
+            self.shift = 0
+            self._far_hist[:] = 0
         self._mic = np.zeros(0, dtype=np.int16)
         self._far = np.zeros(0, dtype=np.int16)
         self._ready = []
