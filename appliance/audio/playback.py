@@ -122,6 +122,7 @@ class Playback:
             on_open=self._install,
             on_close=self._forget,
             busy=self._busy,
+            played=lambda: self.frames_played,
             pa_factory=pa_factory,
             on_state=on_state,
         )
@@ -145,6 +146,7 @@ class Playback:
         self._fbuf = np.zeros(0, dtype=np.float32)
         self._silence = b""
         self._answers: dict[str, _Answer] = {}
+        self._spare: StreamResampler | None = None  # an ended answer's, flushed: reused
         self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
         # The jitter reserve: the callback reads no further than _hold_at (a ring position in
         # frames_played terms) until the loop releases it (under _lock; the callback sets it
@@ -260,12 +262,23 @@ class Playback:
             if gen != self._device.gen:  # a stream given up on: it must not take from the ring
                 return bytes(2 * frame_count), _PA_ABORT
             self.callbacks += 1
+            ring = self._ring
+            if (
+                ring is not None
+                and not len(ring)  # nothing queued
+                and 2 * frame_count == len(self._silence)
+                and self._flush_at is None
+                and self._tap is None
+                and (self._hold_at is not None or not self._answer_open)
+            ):
+                # Silence with nothing to account for (no underrun: no answer plays dry): the
+                # same bytes every time. What the loop queues meanwhile plays next period.
+                return self._silence, _PA_CONTINUE
             out = self._out
             if frame_count > len(out):  # PortAudio asked for more than a period: rare
                 out = self._out = np.zeros(frame_count, dtype=np.int16)
                 self._fbuf = np.zeros(frame_count, dtype=np.float32)
             out = out[:frame_count]
-            ring = self._ring
             n = 0
             if ring is not None:
                 with self._lock:
@@ -369,9 +382,7 @@ class Playback:
         if answer is None:
             for other in [i for i in self._answers if i != item_id]:
                 self.end_answer(other)  # answers are sequential: a new one ends the last
-            answer = _Answer(
-                item_id, StreamResampler(self.source_rate, self.device_rate, quality=SPEECH_QUALITY)
-            )
+            answer = _Answer(item_id, self._resampler())
             self._answers[item_id] = answer
             self._answer_open = True
             self._underruns_seen = self.underruns
@@ -416,6 +427,15 @@ class Playback:
         if answer.cut or self._ring is None:
             return
         self._push(answer, answer.resampler.flush(), final=True)
+        self._spare = answer.resampler  # flushed: as good as new, for the next answer
+
+    def _resampler(self) -> StreamResampler:
+        """A resampler for a new answer: the last answer's, flushed (a new soxr stream designs
+        its filter again: 0.1 ms, as much as resampling a second of audio), or a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.out_rate == self.device_rate:
+            return spare
+        return StreamResampler(self.source_rate, self.device_rate, quality=SPEECH_QUALITY)
 
     def play_earcon(self, name: str) -> None:
         """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""

@@ -132,7 +132,8 @@ class SpeakerStream:
     The owner gives: ``callback(gen, in_data, frame_count, time_info, status)`` (PortAudio's,
     with the stream's generation first), ``on_open(opened)`` (a stream was opened, not yet
     started: set up buffers for its rate), ``on_close(lost)`` (it was closed: forget what was
-    queued) and ``busy()`` (something is queued or still arriving: keep running).
+    queued), ``busy()`` (something is queued or still arriving: keep running) and ``played()``
+    (frames played so far: sound since the last look is not idle either).
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class SpeakerStream:
         on_open: Callable[[OpenedStream], None],
         on_close: Callable[[bool], None],
         busy: Callable[[], bool],
+        played: Callable[[], int] = lambda: 0,
         pa_factory: Callable[[], Any] | None = None,
         on_state: StateCallback | None = None,
     ) -> None:
@@ -153,6 +155,7 @@ class SpeakerStream:
         self._on_open = on_open
         self._on_close = on_close
         self._busy = busy
+        self._played = played
         self._pa_factory = pa_factory
         self._on_state = on_state
         self.state = "stopped"
@@ -236,6 +239,7 @@ class SpeakerStream:
                 self.starts += 1
                 self.running = True
             idle_since: float | None = None
+            played = self._played()
             while True:
                 await asyncio.sleep(_MONITOR_S)
                 if opened is not self.opened:
@@ -243,7 +247,9 @@ class SpeakerStream:
                 if not self._alive(opened):
                     await self._lost("the output stream stopped (device lost?)")
                     return
-                if self._busy():
+                # Short sounds come and go between two looks: what played meanwhile counts.
+                was, played = played, self._played()
+                if self._busy() or played != was:
                     idle_since = None
                     continue
                 now = loop.time()
