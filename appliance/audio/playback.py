@@ -41,6 +41,7 @@ An answer that runs dry while it plays counts an underrun and is held again the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -68,14 +69,22 @@ _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importi
 _PA_ABORT = 2  # pyaudio.paAbort
 
 
+@functools.lru_cache(maxsize=8)
+def _ramp(n: int) -> np.ndarray:
+    """A raised-cosine fade of ``n`` steps, just under 1 ... 0 (made once per length: every
+    answer ends with one)."""
+    ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)
+    ramp.flags.writeable = False
+    return ramp
+
+
 def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
     """``frames`` with a raised-cosine fade over its last ``n`` frames down to exactly 0."""
     n = min(n, len(frames))
     if n <= 0:
         return frames
     out = np.array(frames, dtype=np.int16, copy=True)
-    ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)  # just under 1 ... 0
-    out[-n:] = np.rint(out[-n:].astype(np.float64) * ramp).astype(np.int16)
+    out[-n:] = np.rint(out[-n:] * _ramp(n)).astype(np.int16)
     return out
 
 

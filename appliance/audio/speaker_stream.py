@@ -5,8 +5,8 @@ Why stopped at rest: a running output stream calls back every period whether or 
 plays (a thread waking 50 times a second, all day). At rest the stream is opened but stopped:
 no callbacks, no thread, no timer. :meth:`SpeakerStream.kick` (something was queued) starts it
 from a worker thread; what was queued meanwhile waits in the ring, so a start delays the first
-sound by the start itself and never clips it. While it runs, the loop looks at it every 0.25 s
-(alive? idle?) and stops it ``speaker_idle_s`` after the ring ran empty. Kept opened rather than
+sound by the start itself and never clips it. While it runs, the loop looks at it every 0.25-1 s
+(alive? idle?) and stops it ``speaker_idle_s`` after the last sound. Kept opened rather than
 closed at rest: a start is then under a ms (p99 4 ms), an open (a new PortAudio and its
 enumeration) 7 ms over the virtual devices (``bench/audio.py --stream realtime``). The first
 sound is no later than into a running stream: handed over at once rather than at the next
@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 
 RATE_CANDIDATES = (48000, 44100, 24000)  # after the answer's own rate, when output_rate is 0
 _PA_INT16 = 8  # pyaudio.paInt16, without importing pyaudio here
-_MONITOR_S = 0.25  # while the stream runs: how often the loop checks it is alive, or idle
+# While the stream runs the loop looks at it (alive? idle?) every speaker_idle_s / 4, within
+# these bounds: each look wakes the loop (about 60 µs of CPU on a cold cache), and a stop a
+# second late or a lost device noticed a second late costs nothing (a retry waits retry_s).
+_MONITOR_S = 0.25
+_MONITOR_MAX_S = 1.0
 _STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
 _RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
 _OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
@@ -240,8 +244,9 @@ class SpeakerStream:
                 self.running = True
             idle_since: float | None = None
             played = self._played()
+            every = min(_MONITOR_MAX_S, max(_MONITOR_S, self.config.speaker_idle_s / 4))
             while True:
-                await asyncio.sleep(_MONITOR_S)
+                await asyncio.sleep(every)
                 if opened is not self.opened:
                     return
                 if not self._alive(opened):
