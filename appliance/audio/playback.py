@@ -89,6 +89,7 @@ def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
 
 
 _EMPTY = np.zeros(0, dtype=np.int16)
+_PCM16 = np.dtype("<i2")  # the wire format (parsed once, not per chunk)
 
 
 @dataclass
@@ -409,7 +410,7 @@ class Playback:
             answer.carry, data = data[-1:], data[:-1]
         else:
             answer.carry = b""
-        samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+        samples = np.frombuffer(data, dtype=_PCM16).astype(np.int16, copy=False)
         if answer.cut:
             self.cut_frames += len(samples) * self.device_rate // self.source_rate
             return
