@@ -204,6 +204,28 @@ async def test_answer_resampled_to_48000(alsa):
     assert abs(int(loud[-1]) - int(expected_end)) <= 960
 
 
+async def test_answers_one_after_another_each_play_as_if_resampled_alone(alsa):
+    # Each answer is resampled from a clean start (an ended answer's resampler, flushed, serves
+    # the next one): the second answer's samples are exactly those of a fresh resampler.
+    from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
+
+    answers = [noise_answer(0.2, seed=3), noise_answer(0.3, seed=4), noise_answer(0.1, seed=5)]
+    async with on_speaker_fifo(alsa, config(output_device="speaker_fifo", output_rate=48000)) as p:
+        p = await stalled(p)
+        for i, x in enumerate(answers):
+            feed(p, f"item_{i}", x)
+            p.end_answer(f"item_{i}")
+        out = await capture(alsa, p)
+    at = 0
+    for x in answers:
+        fresh = StreamResampler(RATE, 48000, quality=SPEECH_QUALITY)
+        y = np.concatenate([fresh.process(x), fresh.flush()])
+        y = y[: np.flatnonzero(y)[-1] + 1]  # (the last 10 ms are silent: the fade keeps them)
+        at += answer_region(out[at:])
+        assert np.array_equal(out[at : at + len(y)], y)
+        at += len(y)
+
+
 async def test_volume_half_halves_and_never_clips(alsa):
     x = noise_answer(0.3, seed=2)
     async with on_speaker_fifo(alsa, config(output_device="speaker_fifo", volume=0.5)) as p:
@@ -511,6 +533,23 @@ async def test_stream_is_stopped_at_rest_started_by_an_earcon_and_stopped_after_
     assert start >= 2 * FPB and start % FPB == 0  # after PortAudio's prefill: a new start
     assert np.array_equal(out[start : start + len(ding)], ding)
     assert same_audio(out[start + len(ding) :], x)
+
+
+async def test_short_sounds_between_two_looks_keep_the_stream_running(alsa):
+    # A clockless device plays an earcon at once, so the ring is empty whenever the loop looks:
+    # what was played since the last look counts as sound all the same (no stop and start
+    # between sounds that come more often than speaker_idle_s).
+    async with Playback(config(speaker_idle_s=0.5), source_rate=RATE) as p:
+        for _ in range(12):
+            p.play_earcon("listening")
+            await asyncio.sleep(0.15)
+            assert p.drained
+        assert p.starts == 1 and p.stops == 0 and p.running
+        for _ in range(100):
+            if not p.running:
+                break
+            await asyncio.sleep(0.02)
+        assert p.stops == 1 and not p.running  # quiet for speaker_idle_s: stopped
 
 
 async def test_answer_waits_for_its_reserve_unless_it_comes_faster_than_real_time(alsa):

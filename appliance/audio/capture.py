@@ -75,6 +75,7 @@ BACKOFF_MAX = 4  # retries slow down to this many times retry_s
 
 StateCallback = Callable[[str, str], Any]
 _CONTINUE = (None, pyaudio.paContinue)
+_PCM16 = np.dtype("<i2")  # the wire format (parsed once, not per chunk)
 
 
 def _port_audio_error(exc: BaseException) -> str:
@@ -401,7 +402,7 @@ class Capture:
             self.callbacks += len(data) // (2 * active.channels * active.period)
             if active.passthrough and self.echo is None:
                 return data  # mono at the API's rate: the callback's bytes are the chunk
-        frames = np.frombuffer(data, dtype="<i2")
+        frames = np.frombuffer(data, dtype=_PCM16)
         if active.channels > 1:
             frames = to_mono(
                 frames[: len(frames) // active.channels * active.channels].reshape(
@@ -415,7 +416,7 @@ class Capture:
                 out = np.concatenate([out, tail])
         if self.echo is not None and len(out):
             out = self._cancel_echo(out, arrived)
-        return out.astype("<i2", copy=False).tobytes()
+        return out.astype(_PCM16, copy=False).tobytes()
 
     def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.

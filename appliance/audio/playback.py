@@ -41,6 +41,7 @@ An answer that runs dry while it plays counts an underrun and is held again the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -68,18 +69,27 @@ _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importi
 _PA_ABORT = 2  # pyaudio.paAbort
 
 
+@functools.lru_cache(maxsize=8)
+def _ramp(n: int) -> np.ndarray:
+    """A raised-cosine fade of ``n`` steps, just under 1 ... 0 (made once per length: every
+    answer ends with one)."""
+    ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)
+    ramp.flags.writeable = False
+    return ramp
+
+
 def _fade_out(frames: np.ndarray, n: int) -> np.ndarray:
     """``frames`` with a raised-cosine fade over its last ``n`` frames down to exactly 0."""
     n = min(n, len(frames))
     if n <= 0:
         return frames
     out = np.array(frames, dtype=np.int16, copy=True)
-    ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, n + 1) / n)  # just under 1 ... 0
-    out[-n:] = np.rint(out[-n:].astype(np.float64) * ramp).astype(np.int16)
+    out[-n:] = np.rint(out[-n:] * _ramp(n)).astype(np.int16)
     return out
 
 
 _EMPTY = np.zeros(0, dtype=np.int16)
+_PCM16 = np.dtype("<i2")  # the wire format (parsed once, not per chunk)
 
 
 @dataclass
@@ -122,6 +132,7 @@ class Playback:
             on_open=self._install,
             on_close=self._forget,
             busy=self._busy,
+            played=lambda: self.frames_played,
             pa_factory=pa_factory,
             on_state=on_state,
         )
@@ -145,6 +156,7 @@ class Playback:
         self._fbuf = np.zeros(0, dtype=np.float32)
         self._silence = b""
         self._answers: dict[str, _Answer] = {}
+        self._spare: StreamResampler | None = None  # an ended answer's, flushed: reused
         self._cut_items: deque[str] = deque(maxlen=32)  # flushed: their late deltas are ignored
         # The jitter reserve: the callback reads no further than _hold_at (a ring position in
         # frames_played terms) until the loop releases it (under _lock; the callback sets it
@@ -260,12 +272,23 @@ class Playback:
             if gen != self._device.gen:  # a stream given up on: it must not take from the ring
                 return bytes(2 * frame_count), _PA_ABORT
             self.callbacks += 1
+            ring = self._ring
+            if (
+                ring is not None
+                and not len(ring)  # nothing queued
+                and 2 * frame_count == len(self._silence)
+                and self._flush_at is None
+                and self._tap is None
+                and (self._hold_at is not None or not self._answer_open)
+            ):
+                # Silence with nothing to account for (no underrun: no answer plays dry): the
+                # same bytes every time. What the loop queues meanwhile plays next period.
+                return self._silence, _PA_CONTINUE
             out = self._out
             if frame_count > len(out):  # PortAudio asked for more than a period: rare
                 out = self._out = np.zeros(frame_count, dtype=np.int16)
                 self._fbuf = np.zeros(frame_count, dtype=np.float32)
             out = out[:frame_count]
-            ring = self._ring
             n = 0
             if ring is not None:
                 with self._lock:
@@ -369,9 +392,7 @@ class Playback:
         if answer is None:
             for other in [i for i in self._answers if i != item_id]:
                 self.end_answer(other)  # answers are sequential: a new one ends the last
-            answer = _Answer(
-                item_id, StreamResampler(self.source_rate, self.device_rate, quality=SPEECH_QUALITY)
-            )
+            answer = _Answer(item_id, self._resampler())
             self._answers[item_id] = answer
             self._answer_open = True
             self._underruns_seen = self.underruns
@@ -389,7 +410,7 @@ class Playback:
             answer.carry, data = data[-1:], data[:-1]
         else:
             answer.carry = b""
-        samples = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+        samples = np.frombuffer(data, dtype=_PCM16).astype(np.int16, copy=False)
         if answer.cut:
             self.cut_frames += len(samples) * self.device_rate // self.source_rate
             return
@@ -416,6 +437,15 @@ class Playback:
         if answer.cut or self._ring is None:
             return
         self._push(answer, answer.resampler.flush(), final=True)
+        self._spare = answer.resampler  # flushed: as good as new, for the next answer
+
+    def _resampler(self) -> StreamResampler:
+        """A resampler for a new answer: the last answer's, flushed (a new soxr stream designs
+        its filter again: 0.1 ms, as much as resampling a second of audio), or a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.out_rate == self.device_rate:
+            return spare
+        return StreamResampler(self.source_rate, self.device_rate, quality=SPEECH_QUALITY)
 
     def play_earcon(self, name: str) -> None:
         """Queue earcon ``name`` after whatever is queued; nothing when sounds are off."""

@@ -26,11 +26,16 @@ if TYPE_CHECKING:  # imported by the first resampler that has work: a box at nat
 _QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 
 
+_LOW, _HIGH = np.float32(-32768), np.float32(32767)
+
+
 def _to_int16(x: np.ndarray) -> np.ndarray:
     """float32 at int16 scale -> int16, rounded and clipped (the filter can overshoot), in
-    place: each numpy call costs more than its arithmetic on a 100 ms chunk."""
+    place: each numpy call costs more than its arithmetic on a 100 ms chunk (tens of µs when
+    the loop wakes with cold caches), and np.clip's Python wrappers more than two ufuncs."""
     np.rint(x, out=x)
-    np.clip(x, -32768, 32767, out=x)
+    np.minimum(x, _HIGH, out=x)
+    np.maximum(x, _LOW, out=x)
     return x.astype(np.int16)
 
 
@@ -104,7 +109,10 @@ class StreamResampler:
             return samples.copy()
         if samples.shape[0] == 0:
             return self._empty(samples.ndim)
-        return _to_int16(self._stream.resample_chunk(samples.astype(np.float32)))
+        # 2-D in and out: soxr's 1-D path adds an axis and squeezes it off again (more calls)
+        x = samples.astype(np.float32).reshape(-1, self._channels)
+        out = _to_int16(self._stream.resample_chunk(x))
+        return out.reshape(-1) if samples.ndim == 1 else out
 
     def flush(self) -> np.ndarray:
         """Return the tail still held in the filter (end of stream), then start from scratch.

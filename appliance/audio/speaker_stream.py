@@ -5,8 +5,8 @@ Why stopped at rest: a running output stream calls back every period whether or 
 plays (a thread waking 50 times a second, all day). At rest the stream is opened but stopped:
 no callbacks, no thread, no timer. :meth:`SpeakerStream.kick` (something was queued) starts it
 from a worker thread; what was queued meanwhile waits in the ring, so a start delays the first
-sound by the start itself and never clips it. While it runs, the loop looks at it every 0.25 s
-(alive? idle?) and stops it ``speaker_idle_s`` after the ring ran empty. Kept opened rather than
+sound by the start itself and never clips it. While it runs, the loop looks at it every 0.25-1 s
+(alive? idle?) and stops it ``speaker_idle_s`` after the last sound. Kept opened rather than
 closed at rest: a start is then under a ms (p99 4 ms), an open (a new PortAudio and its
 enumeration) 7 ms over the virtual devices (``bench/audio.py --stream realtime``). The first
 sound is no later than into a running stream: handed over at once rather than at the next
@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 
 RATE_CANDIDATES = (48000, 44100, 24000)  # after the answer's own rate, when output_rate is 0
 _PA_INT16 = 8  # pyaudio.paInt16, without importing pyaudio here
-_MONITOR_S = 0.25  # while the stream runs: how often the loop checks it is alive, or idle
+# While the stream runs the loop looks at it (alive? idle?) every speaker_idle_s / 4, within
+# these bounds: each look wakes the loop (about 60 µs of CPU on a cold cache), and a stop a
+# second late or a lost device noticed a second late costs nothing (a retry waits retry_s).
+_MONITOR_S = 0.25
+_MONITOR_MAX_S = 1.0
 _STABLE_S = 0.3  # a reopened stream must live this long before the device counts as back
 _RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
 _OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
@@ -132,7 +136,8 @@ class SpeakerStream:
     The owner gives: ``callback(gen, in_data, frame_count, time_info, status)`` (PortAudio's,
     with the stream's generation first), ``on_open(opened)`` (a stream was opened, not yet
     started: set up buffers for its rate), ``on_close(lost)`` (it was closed: forget what was
-    queued) and ``busy()`` (something is queued or still arriving: keep running).
+    queued), ``busy()`` (something is queued or still arriving: keep running) and ``played()``
+    (frames played so far: sound since the last look is not idle either).
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class SpeakerStream:
         on_open: Callable[[OpenedStream], None],
         on_close: Callable[[bool], None],
         busy: Callable[[], bool],
+        played: Callable[[], int] = lambda: 0,
         pa_factory: Callable[[], Any] | None = None,
         on_state: StateCallback | None = None,
     ) -> None:
@@ -153,6 +159,7 @@ class SpeakerStream:
         self._on_open = on_open
         self._on_close = on_close
         self._busy = busy
+        self._played = played
         self._pa_factory = pa_factory
         self._on_state = on_state
         self.state = "stopped"
@@ -236,14 +243,18 @@ class SpeakerStream:
                 self.starts += 1
                 self.running = True
             idle_since: float | None = None
+            played = self._played()
+            every = min(_MONITOR_MAX_S, max(_MONITOR_S, self.config.speaker_idle_s / 4))
             while True:
-                await asyncio.sleep(_MONITOR_S)
+                await asyncio.sleep(every)
                 if opened is not self.opened:
                     return
                 if not self._alive(opened):
                     await self._lost("the output stream stopped (device lost?)")
                     return
-                if self._busy():
+                # Short sounds come and go between two looks: what played meanwhile counts.
+                was, played = played, self._played()
+                if self._busy() or played != was:
                     idle_since = None
                     continue
                 now = loop.time()
