@@ -283,10 +283,14 @@ class SpeakerStream:
 
     async def _pa_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A PortAudio call in a worker thread (it may block on a stuck device), given up on
-        after _OPEN_TIMEOUT_S."""
-        return await asyncio.wait_for(
-            in_daemon_thread(fn, *args, name="playback-io"), _OPEN_TIMEOUT_S
-        )
+        after _OPEN_TIMEOUT_S.
+
+        ``asyncio.timeout``, not ``wait_for``: Python 3.11's wait_for returns the result and
+        drops a cancellation that comes as the call completes, so a stop() that cancelled the
+        stream's task during its start waited for the task to go idle by itself (5-7 s; the
+        playback tests caught it now and then)."""
+        async with asyncio.timeout(_OPEN_TIMEOUT_S):
+            return await in_daemon_thread(fn, *args, name="playback-io")
 
     async def _cancel_tasks(self) -> None:
         for task in (self._stream_task, self._retry_task):
@@ -305,7 +309,8 @@ class SpeakerStream:
             self._open_blocking, self.gen + 1, late=_close_later, name="playback-io"
         )
         try:
-            opened = await asyncio.wait_for(fut, _OPEN_TIMEOUT_S)
+            async with asyncio.timeout(_OPEN_TIMEOUT_S):  # not wait_for: see _pa_call
+                opened = await fut
         except TimeoutError:
             self._fail(f"the device did not open within {_OPEN_TIMEOUT_S:g} s")
             return False
@@ -405,7 +410,8 @@ class SpeakerStream:
         if opened is not None:
             self.gen += 1  # should the old stream's callback run again, it plays nothing
             try:
-                await asyncio.wait_for(in_daemon_thread(_close_blocking, opened), _CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(_CLOSE_TIMEOUT_S):  # not wait_for: see _pa_call
+                    await in_daemon_thread(_close_blocking, opened)
             except TimeoutError:
                 log.warning(
                     "speaker: %r did not close within %g s (stuck?); left behind",
