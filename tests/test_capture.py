@@ -157,7 +157,9 @@ async def test_exact_samples_at_24000(virtual_alsa, period_ms):
         assert (cap.state, cap.error) == ("running", "")
         assert (cap.device_name, cap.device_rate, cap.channels) == ("mic", 24000, 1)
         out, sizes = await collect(cap, len(sig) + 4800)
-        assert cap.overruns == 0, "the test read too late"
+        # No overrun check here: the file-backed device is unpaced and goes on producing its
+        # zero padding while the test winds down, so a slow moment of a loaded machine can fill
+        # even a 60 s ring with padding. Lost signal would show in the exact comparison below.
     assert out[: len(sig)].tobytes() == sig.tobytes()
     assert not out[len(sig) :].any()  # then the infile's zero padding, nothing else
     period = 24000 * period_ms // 1000
