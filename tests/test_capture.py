@@ -153,13 +153,13 @@ async def test_exact_samples_at_24000(virtual_alsa, period_ms):
     sig = signal(12000)  # 0.5 s
     virtual_alsa.set_mic(sig)
     config = AudioConfig(input_device="mic", input_rate=0, period_ms=period_ms)
-    async with Capture(config, ring_s=RING_S, drain_s=FAST_DRAIN_S) as cap:
+    # The file-backed device is unpaced: after the signal it produces zero padding as fast as it
+    # can, and a slow moment of a loaded machine filled even a 60 s ring (1 run in 6), dropping
+    # the signal itself. Ten minutes of ring: a deque of chunks, filled only as far as it runs.
+    async with Capture(config, ring_s=10 * RING_S, drain_s=FAST_DRAIN_S) as cap:
         assert (cap.state, cap.error) == ("running", "")
         assert (cap.device_name, cap.device_rate, cap.channels) == ("mic", 24000, 1)
         out, sizes = await collect(cap, len(sig) + 4800)
-        # No overrun check here: the file-backed device is unpaced and goes on producing its
-        # zero padding while the test winds down, so a slow moment of a loaded machine can fill
-        # even a 60 s ring with padding. Lost signal would show in the exact comparison below.
     assert out[: len(sig)].tobytes() == sig.tobytes()
     assert not out[len(sig) :].any()  # then the infile's zero padding, nothing else
     period = 24000 * period_ms // 1000
