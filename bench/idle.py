@@ -30,9 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from box import PacedBox  # noqa: E402
 from realtime_server import AudioAnswer, RealtimeTestServer, tone  # noqa: E402
+from turn import proc_figures  # noqa: E402
 
 KEY = "bench-key"
 HEARTBEAT_S = 10.0  # realtime.heartbeat_s's default: what a box in the field runs with
@@ -81,13 +83,6 @@ def switches(pid: int) -> int:
         except FileNotFoundError:
             continue  # a thread that ended meanwhile
     return total
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def window(pids: dict[str, int], seconds: float) -> dict[str, dict[str, float]]:
@@ -145,7 +140,7 @@ async def measure(seconds: float, rounds: int, press_count: int) -> dict:
             await asyncio.sleep(3.0)  # past the start: what a box does all day
             pids = {"box": box.proc.pid, "floor": floor.pid}
             samples = [await window(pids, seconds / rounds) for _ in range(rounds)]
-            rss = {"box": rss_mb(box.proc.pid), "floor": rss_mb(floor.pid)}
+            rss = {"box": proc_figures(box.proc.pid)[1], "floor": proc_figures(floor.pid)[1]}
             delays = await presses(box, press_count)
         finally:
             await box.stop()

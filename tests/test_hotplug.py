@@ -7,12 +7,12 @@ import asyncio
 import shutil
 import struct
 
-from appliance.audio.hotplug import IN_CREATE, SoundCardWatch, card_nodes, is_card_node
+from appliance.audio.hotplug import IN_CREATE, SoundCardWatch, inotify_events, is_card_node
 
 SETTLE_S = 0.05
 
 
-def test_card_nodes_parses_an_inotify_buffer():
+def test_inotify_events_parses_an_inotify_buffer():
     def event(wd: int, mask: int, name: str) -> bytes:
         raw = name.encode() + b"\0" * (16 - len(name)) if name else b""
         return struct.pack("iIII", wd, mask, 0, len(raw)) + raw
@@ -20,7 +20,7 @@ def test_card_nodes_parses_an_inotify_buffer():
     buffer = (
         event(1, IN_CREATE, "controlC1") + event(1, IN_CREATE, "pcmC1D0p") + event(2, 0x8000, "")
     )
-    assert card_nodes(buffer) == [
+    assert inotify_events(buffer) == [
         (1, IN_CREATE, "controlC1"),
         (1, IN_CREATE, "pcmC1D0p"),
         (2, 0x8000, ""),

@@ -11,8 +11,9 @@ A plug or unplug is a burst of events (a control node and several pcm nodes, a f
 :class:`SoundCardWatch` calls ``on_change`` once, ``settle_s`` after the last of them. When the
 directory itself does not exist (no sound driver loaded yet) it watches its parent for it.
 
-The pure part, :func:`card_nodes` (which names in an inotify buffer are card nodes), is tested
-on its own; the shell is tested with the real inotify on a temporary directory.
+The pure part, :func:`inotify_events` (the events in an inotify buffer) and
+:func:`is_card_node`, is tested on its own; the shell is tested with the real inotify on a
+temporary directory.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 _CARD_PREFIXES = ("controlC", "pcmC")
 
 
-def card_nodes(buffer: bytes) -> list[tuple[int, int, str]]:
+def inotify_events(buffer: bytes) -> list[tuple[int, int, str]]:
     """(watch descriptor, mask, name) of each event in an inotify read, in order.
 
     Names are NUL-padded in the buffer; an event without a name (about the watched directory
@@ -172,7 +173,7 @@ class SoundCardWatch:
             return
         changed = False
         rearm = False
-        for wd, mask, name in card_nodes(buffer):
+        for wd, mask, name in inotify_events(buffer):
             if wd == self._wd_parent and name == self._directory.name:
                 rearm = changed = True  # the directory appeared: cards may be in it already
             elif wd == self._wd_dir:
