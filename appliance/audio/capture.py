@@ -60,6 +60,7 @@ from appliance.audio.devices import (
 )
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler, to_mono
 from appliance.audio.ring import ChunkRing
+from appliance.audio.thread_state import ThreadStatePin
 from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
@@ -72,6 +73,7 @@ WATCH_S = 0.25  # how often a started stream is checked for new audio
 CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
 BACKOFF_MAX = 4  # retries slow down to this many times retry_s
+_UNPIN_PERIODS = 3  # a stop waits up to this many periods for the callback to unpin its state
 
 StateCallback = Callable[[str, str], Any]
 _CONTINUE = (None, pyaudio.paContinue)
@@ -133,15 +135,23 @@ class _Stream:
         self._first_audio = owner._first_audio
         self._append = self.ring.append
         self._armed = False  # the next callback is the first since a start: tell the loop
+        self.pin = ThreadStatePin()  # PortAudio's thread keeps its Python state while it runs
 
     def arm(self) -> None:
         self._armed = True
+        self.pin.arm()
+
+    def unpin(self) -> None:
+        """(worker thread, before a stop) The callback thread gives its Python state back."""
+        self.pin.unpin(_UNPIN_PERIODS * self.period / self.rate)
 
     def callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
         """PortAudio's thread: keep the bytes; nothing else (once per start: tell the loop)."""
         self._append(in_data)
         if self._armed:
             self._first(time.monotonic())
+        if self.pin.attend:
+            self.pin.service()
         return _CONTINUE
 
     def timed_callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
@@ -150,6 +160,8 @@ class _Stream:
         self.last_callback = now = time.monotonic()
         if self._armed:
             self._first(now)
+        if self.pin.attend:
+            self.pin.service()
         return _CONTINUE
 
     def _first(self, now: float) -> None:
@@ -689,6 +701,9 @@ class Capture:
             active.started = True
 
     def _stop_blocking(self, active: _Stream) -> None:
+        if active.stream is None or not active.started:
+            return
+        active.unpin()  # not under the lock: the speaker may need it meanwhile
         with PORTAUDIO_LOCK:
             if active.stream is None or not active.started:
                 return
@@ -716,6 +731,8 @@ class Capture:
 
     def _close_blocking(self, active: _Stream | None, terminate: bool) -> None:
         """(worker thread) Close the stream, and terminate PortAudio if we own it."""
+        if active is not None and active.stream is not None and active.started:
+            active.unpin()  # not under the lock: the speaker may need it meanwhile
         with PORTAUDIO_LOCK, quiet_stderr():  # a lost device's errors: one line, ours
             if active is not None and active.stream is not None:
                 if active.started:

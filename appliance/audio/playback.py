@@ -271,6 +271,9 @@ class Playback:
         try:
             if gen != self._device.gen:  # a stream given up on: it must not take from the ring
                 return bytes(2 * frame_count), _PA_ABORT
+            pin = self._device.pin
+            if pin.attend:  # keep (or give back) this thread's Python state: thread_state.py
+                pin.service()
             self.callbacks += 1
             ring = self._ring
             if (

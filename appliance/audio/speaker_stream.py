@@ -44,6 +44,7 @@ from appliance.audio.devices import (
     pick_rate,
     quiet_stderr,
 )
+from appliance.audio.thread_state import ThreadStatePin
 from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
@@ -60,6 +61,7 @@ _STABLE_S = 0.3  # a reopened stream must live this long before the device count
 _RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
 _OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
 _CLOSE_TIMEOUT_S = 2.0
+_UNPIN_PERIODS = 3  # a stop waits up to this many periods for the callback to unpin its state
 
 StateCallback = Callable[[str, "str | None"], None]
 
@@ -83,15 +85,24 @@ def _one_line(error: BaseException) -> str:
     return text if plain else f"{type(error).__name__}: {text}"
 
 
-def _start_blocking(stream: Any, quiet: bool) -> None:
+def _start_blocking(opened: OpenedStream, pin: ThreadStatePin, quiet: bool) -> None:
     with PORTAUDIO_LOCK, quiet_stderr() if quiet else contextlib.nullcontext():
-        stream.start_stream()
+        pin.arm()  # the first callback keeps its thread's Python state (thread_state.py)
+        opened.stream.start_stream()
 
 
-def _abort_blocking(stream: Any) -> None:
+def _unpin(opened: OpenedStream, pin: ThreadStatePin) -> None:
+    """Before a stop: the callback's thread gives its Python state back (a few periods)."""
+    pin.unpin(_UNPIN_PERIODS * opened.frames_per_buffer / max(1, opened.rate))
+
+
+def _abort_blocking(opened: OpenedStream, pin: ThreadStatePin) -> None:
     """Stop at once: Pa_AbortStream drops what the device still holds (by now silence).
     PyAudio's stop_stream() is Pa_StopStream, which waits for it to play out, and a stuck
     device never lets it return."""
+    stream = opened.stream
+    if getattr(stream, "_is_running", False):
+        _unpin(opened, pin)  # not under the lock: the microphone may need it meanwhile
     with PORTAUDIO_LOCK:
         handle = getattr(stream, "_stream", None)
         if handle is None or not getattr(stream, "_is_running", False):
@@ -103,10 +114,12 @@ def _abort_blocking(stream: Any) -> None:
         stream._is_running = False  # what stop_stream() would have recorded
 
 
-def _close_blocking(opened: OpenedStream) -> None:
+def _close_blocking(opened: OpenedStream, pin: ThreadStatePin) -> None:
     # close() on an active stream aborts it (Pa_CloseStream) rather than waiting for the
     # device to play out its buffer as stop_stream() would. It still waits for PortAudio's
     # thread, which cannot return while stuck in a blocking write: hence the timeout.
+    if getattr(opened.stream, "_is_running", False):
+        _unpin(opened, pin)  # not under the lock: the microphone may need it meanwhile
     with PORTAUDIO_LOCK, quiet_stderr():
         with contextlib.suppress(Exception):
             opened.stream.close()
@@ -115,7 +128,8 @@ def _close_blocking(opened: OpenedStream) -> None:
 
 
 def _close_later(opened: OpenedStream) -> None:
-    threading.Thread(target=_close_blocking, args=(opened,), daemon=True).start()
+    # an open that came too late: never started, so nothing to unpin
+    threading.Thread(target=_close_blocking, args=(opened, ThreadStatePin()), daemon=True).start()
 
 
 @dataclass
@@ -167,6 +181,7 @@ class SpeakerStream:
         self.opened: OpenedStream | None = None
         self.running = False  # the opened stream is started
         self.gen = 0  # the generation of the stream the callback may serve
+        self.pin = ThreadStatePin()  # the callback (owner's) services it: see thread_state.py
         self.starts = 0  # the stream was started (by something to play)
         self.stops = 0  # ... and stopped after speaker_idle_s of nothing
         self.last_start_ms: float | None = None  # how long the last start took
@@ -235,7 +250,7 @@ class SpeakerStream:
             if not self.running:
                 t = time.monotonic()
                 try:
-                    await self._pa_call(_start_blocking, opened.stream, False)
+                    await self._pa_call(_start_blocking, opened, self.pin, False)
                 except Exception as e:
                     await self._lost(f"cannot start the output stream: {_one_line(e)}")
                     return
@@ -263,7 +278,7 @@ class SpeakerStream:
                 if now - idle_since >= self.config.speaker_idle_s:
                     break
             try:
-                await self._pa_call(_abort_blocking, opened.stream)
+                await self._pa_call(_abort_blocking, opened, self.pin)
             except Exception as e:
                 await self._lost(f"cannot stop the output stream: {_one_line(e)}")
                 return
@@ -376,7 +391,7 @@ class SpeakerStream:
 
     async def _verify_stream(self, opened: OpenedStream) -> bool:
         try:
-            await self._pa_call(_start_blocking, opened.stream, True)
+            await self._pa_call(_start_blocking, opened, self.pin, True)
         except Exception as e:
             await self._close(lost=True)
             self._fail(f"cannot start the output stream: {_one_line(e) or 'timed out'}")
@@ -391,7 +406,7 @@ class SpeakerStream:
             return False
         if not self._busy():
             try:
-                await self._pa_call(_abort_blocking, opened.stream)
+                await self._pa_call(_abort_blocking, opened, self.pin)
             except Exception as e:
                 await self._close(lost=True)
                 self._fail(f"cannot stop the output stream: {_one_line(e) or 'timed out'}")
@@ -411,7 +426,7 @@ class SpeakerStream:
             self.gen += 1  # should the old stream's callback run again, it plays nothing
             try:
                 async with asyncio.timeout(_CLOSE_TIMEOUT_S):  # not wait_for: see _pa_call
-                    await in_daemon_thread(_close_blocking, opened)
+                    await in_daemon_thread(_close_blocking, opened, self.pin)
             except TimeoutError:
                 log.warning(
                     "speaker: %r did not close within %g s (stuck?); left behind",
