@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from appliance.audio import thread_state
 from appliance.audio.capture import Capture
 from appliance.audio.echo import EchoCanceller
 from appliance.audio.echo_reference import ReferenceTap
@@ -641,6 +642,9 @@ class Appliance:
                 "playback": _audio_figures(self.playback),
                 "volume": self.playback.volume,
                 "card_changes": self.card_watch.changes,
+                # PortAudio thread states that outlived their thread (a stream that stopped
+                # without a last callback): a few hundred bytes each (audio/thread_state.py)
+                "thread_states_leaked": thread_state.leaked(),
             },
             "errors": counters.errors,
             "last_error": counters.last_error or link.last_error,

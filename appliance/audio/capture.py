@@ -73,7 +73,10 @@ WATCH_S = 0.25  # how often a started stream is checked for new audio
 CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
 BACKOFF_MAX = 4  # retries slow down to this many times retry_s
-_UNPIN_PERIODS = 3  # a stop waits up to this many periods for the callback to unpin its state
+# A stop waits up to this many periods (at least _UNPIN_MIN_S: a loaded machine's callbacks come
+# late) for the callback to give its thread state back; a dead device's never comes.
+_UNPIN_PERIODS = 3
+_UNPIN_MIN_S = 0.25
 
 StateCallback = Callable[[str, str], Any]
 _CONTINUE = (None, pyaudio.paContinue)
@@ -143,7 +146,7 @@ class _Stream:
 
     def unpin(self) -> None:
         """(worker thread, before a stop) The callback thread gives its Python state back."""
-        self.pin.unpin(_UNPIN_PERIODS * self.period / self.rate)
+        self.pin.unpin(max(_UNPIN_MIN_S, _UNPIN_PERIODS * self.period / self.rate))
 
     def callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
         """PortAudio's thread: keep the bytes; nothing else (once per start: tell the loop)."""

@@ -21,9 +21,11 @@ streams work as PyAudio makes them.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import sys
 import threading
+import weakref
 
 _LOCKED = 0  # PyGILState_LOCKED: what Ensure returns on a thread that holds the GIL already
 
@@ -47,6 +49,21 @@ def _c_api() -> tuple | None:
 
 
 _API = _c_api()
+_LIVE: weakref.WeakSet[ThreadStatePin] = weakref.WeakSet()
+_leaked = 0  # states that outlived their thread, in this process (the daemon's status shows it)
+
+
+def leaked() -> int:
+    return _leaked
+
+
+@atexit.register
+def _unpin_all() -> None:
+    """At exit, before the interpreter frees every thread state: a stream still running (a
+    crash path that skipped its stop) must not keep one it would then find freed."""
+    for pin in list(_LIVE):
+        if pin.pinned:
+            pin.unpin(0.1)
 
 
 class ThreadStatePin:
@@ -67,6 +84,7 @@ class ThreadStatePin:
         self._pinned = 0  # address of the kept state, 0 if none
         self._lock = threading.Lock()
         self._released = threading.Event()
+        _LIVE.add(self)
 
     @property
     def pinned(self) -> bool:
@@ -110,6 +128,7 @@ class ThreadStatePin:
         """Before a stop (not on the callback's thread): have the next callback give the state
         back, waiting up to ``timeout_s`` for it. False if no callback came: the state leaks
         with its thread (counted)."""
+        global _leaked
         if not self.enabled:
             return True
         with self._lock:
@@ -125,5 +144,6 @@ class ThreadStatePin:
             if self._pinned:  # still kept: the thread is gone or going with it
                 self._pinned = 0
                 self.leaked += 1
+                _leaked += 1
             self.attend = False
         return False
