@@ -47,7 +47,10 @@ class TurnRecord:
     assistant: str = ""
     audio_in_ms: int = 0
     audio_out_ms: int = 0
-    latency_ms: int | None = None
+    latency_ms: int | None = None  # release -> the answer's first sample handed to the speaker
+    # release -> the answer's first audio here: the box's own share of latency_ms; the rest is
+    # the jitter reserve and the wait for the sound card's next request for samples
+    arrived_ms: int | None = None
     result: str = ""
     released_at: float | None = None
     first_item: str | None = None  # the answer item whose first sound ends the latency
@@ -262,6 +265,7 @@ class TurnShell:
                 # Until the speaker reports the first sound: the answer's arrival.
                 turn.first_item = event.item_id
                 turn.latency_ms = round((time.monotonic() - turn.released_at) * 1000)
+                turn.arrived_ms = turn.latency_ms
         if self.machine.state is sm.State.THINKING:
             await self.handle(sm.AnswerAudio())
             self._watch_drain()

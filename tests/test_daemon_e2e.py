@@ -97,7 +97,10 @@ async def test_a_full_turn_is_heard_at_the_speaker(box, server):
     assert abs(len(server.committed_audio[0]) / 48 - 1000) < 150
     status = await box.status()
     assert status["turns"] == 1 and status["answered"] == 1
-    assert status["last_turn"]["latency_ms"] is not None
+    last = status["last_turn"]
+    assert last["latency_ms"] is not None
+    # the box's own share (the answer's first audio here) comes before the first sound
+    assert last["arrived_ms"] is not None and 0 <= last["arrived_ms"] <= last["latency_ms"]
 
 
 async def test_barge_in_silences_and_truncates_at_what_was_heard(box, server):
