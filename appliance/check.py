@@ -178,8 +178,8 @@ def check_key(config: Config) -> Result:
 
 def probe_devices(audio: AudioConfig, answer_rate: int) -> list[Result]:
     """(worker thread) The microphone and the speaker: found, and the rate each would use."""
-    from appliance.audio.capture import CAPTURE_RATES
     from appliance.audio.devices import open_pyaudio, quiet_stderr
+    from appliance.audio.mic_stream import CAPTURE_RATES
     from appliance.audio.playback import RATE_CANDIDATES
 
     pa = open_pyaudio()

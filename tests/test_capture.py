@@ -241,7 +241,7 @@ async def test_missing_device_fails_then_recovers(virtual_alsa, caplog):
             "available: 0 mic, 2 USB Audio Device mic, 3 mic_fifo, 6 default"
         )
         assert (cap.state, cap.error) == ("failed", message)
-        assert cap._pa is None  # PortAudio is terminated while the device fails
+        assert cap._port.pa is None  # PortAudio is terminated while the device fails
         await asyncio.sleep(2.5)  # two more tries, backing off: at 0.5 s and 1.5 s (not 3.5)
         assert cap.state == "failed"
         records = [r for r in caplog.records if r.name == LOGGER]
@@ -443,13 +443,13 @@ async def test_suspend_and_resume_follow_a_device_that_vanishes_and_comes_back(
         await cap.start()
         assert cap.state == "running"
         await cap.suspend_device()
-        assert cap._pa is None and not cap.streaming
+        assert cap._port.pa is None and not cap.streaming
         await cap.suspend_device()  # idempotent
         virtual_alsa.set_flaky(False)  # the card is unplugged
         await cap.resume_device()  # a fresh enumeration does not list it
         assert cap.state == "failed"
         assert cap.error.startswith("no input device matches 'flaky'")
-        assert cap._pa is None
+        assert cap._port.pa is None
         await cap.suspend_device()
         virtual_alsa.set_flaky(True, signal(4800, seed=9))  # and plugged in again
         await cap.resume_device()

@@ -4,7 +4,7 @@ How it is wired::
 
     PortAudio callback thread                asyncio loop thread
     -------------------------                -------------------
-    _Stream.callback(in_data)                Capture.chunks(), every DRAIN_S (100 ms)
+    MicStream.callback(in_data)              Capture.chunks(), every DRAIN_S (100 ms)
       ring.append(in_data)  ---- ChunkRing ---> ring.take() -> to_mono -> StreamResampler
                                                -> yield PCM16 LE bytes at the API's rate
                                              Capture.take_tail() at a release: the rest, now
@@ -30,7 +30,8 @@ is seen once every PyAudio instance in the process is terminated (see
 :meth:`Capture.suspend_device`). When it works again, state is "running" and one info line says
 so. A device lost while the stream rests is found at the next start (a press): failed, not a hang.
 
-Every PortAudio call (initialise, open, start, stop, close, terminate) holds
+The PortAudio side (the stream, its callback, and the calls that open, start, stop and close
+it) is :mod:`appliance.audio.mic_stream`; this module decides when. Every PortAudio call holds
 :data:`appliance.audio.devices.PORTAUDIO_LOCK` and runs in a short-lived daemon thread, so a
 slow enumeration does not stall the loop and a stream that hangs (a dead device, a dry named
 pipe in tests) cannot hang the loop: it is left to finish in the background.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,47 +49,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyaudio
 
-from appliance.audio.devices import (
-    PORTAUDIO_LOCK,
-    AudioDeviceError,
-    DeviceInfo,
-    find_device,
-    open_pyaudio,
-    pick_rate,
-    quiet_stderr,
-)
-from appliance.audio.resample import SPEECH_QUALITY, StreamResampler, to_mono
-from appliance.audio.ring import ChunkRing
-from appliance.audio.thread_state import ThreadStatePin
+from appliance.audio.devices import AudioDeviceError
+from appliance.audio.mic_stream import MicPort, MicStream, port_audio_error
+from appliance.audio.resample import to_mono
 from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
 log = logging.getLogger(__name__)
 
 OUTPUT_RATE = 24000  # what the Realtime API takes by default: 24 kHz mono PCM16
-CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn (after the API's) when input_rate is 0
 DRAIN_S = 0.1  # how often the loop takes the ring while listening: 100 ms appends
 WATCH_S = 0.25  # how often a started stream is checked for new audio
 CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
 BACKOFF_MAX = 4  # retries slow down to this many times retry_s
-# A stop waits up to this many periods (at least _UNPIN_MIN_S: a loaded machine's callbacks come
-# late) for the callback to give its thread state back; a dead device's never comes.
-_UNPIN_PERIODS = 3
-_UNPIN_MIN_S = 0.25
 
 StateCallback = Callable[[str, str], Any]
-_CONTINUE = (None, pyaudio.paContinue)
 _PCM16 = np.dtype("<i2")  # the wire format (parsed once, not per chunk)
-
-
-def _port_audio_error(exc: BaseException) -> str:
-    """``[Errno -9996] Invalid input device`` -> ``Invalid input device (PortAudio -9996)``."""
-    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.strerror:
-        return f"{exc.strerror} (PortAudio {exc.errno})"
-    return str(exc) or type(exc).__name__
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -114,63 +93,6 @@ class ListenTiming:
         if not self.capture_began_at:
             return None
         return (self.capture_began_at - self.asked_at) * 1000
-
-
-class _Stream:
-    """One opened stream and what belongs to it: ring, resampler, callback.
-
-    A new one per (re)open, so a late callback of an old stream can only touch its own ring.
-    """
-
-    def __init__(self, owner: Capture, device: DeviceInfo, rate: int, channels: int, ring_s: float):
-        self.device = device
-        self.rate = rate
-        self.channels = channels
-        self.period = max(1, round(rate * owner.config.period_ms / 1000))
-        self.ring = ChunkRing(max(2, round(ring_s * 1000 / owner.config.period_ms)))
-        self.resampler = StreamResampler(rate, owner.api_rate, quality=SPEECH_QUALITY)
-        self.passthrough = channels == 1 and rate == owner.api_rate  # nothing to convert
-        self.stream: Any = None
-        self.started = False  # the PortAudio stream is started (set by the worker thread)
-        self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
-        self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
-        self._loop = owner._loop
-        self._first_audio = owner._first_audio
-        self._append = self.ring.append
-        self._armed = False  # the next callback is the first since a start: tell the loop
-        self.pin = ThreadStatePin()  # PortAudio's thread keeps its Python state while it runs
-
-    def arm(self) -> None:
-        self._armed = True
-        self.pin.arm()
-
-    def unpin(self) -> None:
-        """(worker thread, before a stop) The callback thread gives its Python state back."""
-        self.pin.unpin(max(_UNPIN_MIN_S, _UNPIN_PERIODS * self.period / self.rate))
-
-    def callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
-        """PortAudio's thread: keep the bytes; nothing else (once per start: tell the loop)."""
-        self._append(in_data)
-        if self._armed:
-            self._first(time.monotonic())
-        if self.pin.attend:
-            self.pin.service()
-        return _CONTINUE
-
-    def timed_callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
-        """The callback when an echo canceller needs to know when audio arrived."""
-        self._append(in_data)
-        self.last_callback = now = time.monotonic()
-        if self._armed:
-            self._first(now)
-        if self.pin.attend:
-            self.pin.service()
-        return _CONTINUE
-
-    def _first(self, now: float) -> None:
-        self._armed = False
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._first_audio, self, now)
 
 
 class Capture:
@@ -210,12 +132,11 @@ class Capture:
         self.api_rate = api_rate
         # echo cancellation: (EchoCanceller, ReferenceTap) applied to the chunks, or None
         self.echo = echo
-        self.input_latency_s = 0.0
         self._loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]  # set by start
-        self._pa_factory = pa_factory
-        self._owns_pa = owns_pa
+        self._port = MicPort(
+            config, pa_factory=pa_factory, owns_pa=owns_pa, channels=channels, api_rate=api_rate
+        )
         self._on_state = on_state
-        self._forced_channels = channels
         self._ring_s = ring_s
         self._stall_s = stall_s
 
@@ -229,8 +150,7 @@ class Capture:
         self.starts = 0  # starts of the stream that delivered audio (at start, at each press...)
         self.last_listen: ListenTiming | None = None  # the latest listen(True) that started it
 
-        self._pa: Any = None
-        self._active: _Stream | None = None  # replaced in the loop thread only
+        self._active: MicStream | None = None  # replaced in the loop thread only
         self._past_overruns = 0
         self._stopped = True
         self._suspended = False
@@ -261,6 +181,11 @@ class Capture:
         """The latest listen(True) that started the stream: ms until capture began."""
         timing = self.last_listen
         return None if timing is None else timing.press_to_capture_ms
+
+    @property
+    def input_latency_s(self) -> float:
+        """What PortAudio reports for the open stream (echo cancellation)."""
+        return self._port.input_latency_s
 
     @property
     def streaming(self) -> bool:
@@ -437,10 +362,10 @@ class Capture:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.
         The chunk's last sample reached the callback about when its last callback ran."""
         canceller, tap = self.echo  # type: ignore[misc]
-        tap.set_input_latency(self.input_latency_s)
+        tap.set_input_latency(self._port.input_latency_s)
         return canceller.process(out, tap.read(len(out), arrived or time.monotonic()))
 
-    def _first_audio(self, active: _Stream, at: float) -> None:
+    def _first_audio(self, active: MicStream, at: float) -> None:
         """(loop thread, once per start, from the callback) The started stream delivers."""
         if active is not self._active:
             return
@@ -483,7 +408,7 @@ class Capture:
         kick = self._kick
         assert kick is not None and self._idle is not None
         if self._suspended:
-            if self._active is not None or self._pa is not None:
+            if self._active is not None or self._port.pa is not None:
                 await self._close(terminate=True, wait_s=CALL_WAIT_S)
             self._idle.set()
             kick.clear()
@@ -536,7 +461,15 @@ class Capture:
     async def _open(self) -> None:
         """One attempt: open the device and start it until its first callback (it works)."""
         try:
-            active = await in_daemon_thread(self._open_blocking, name="capture-open")
+            opening = functools.partial(
+                self._port.open,
+                lambda: not (self._stopped or self._suspended),
+                self.echo is not None,
+                ring_s=self._ring_s,
+                loop=self._loop,
+                first_audio=self._first_audio,
+            )
+            active = await in_daemon_thread(opening, name="capture-open")
         except asyncio.CancelledError:
             raise
         except AudioDeviceError as exc:
@@ -546,7 +479,7 @@ class Capture:
         except Exception as exc:
             log.debug("opening the microphone failed", exc_info=True)
             await self._close(terminate=True, wait_s=CALL_WAIT_S)
-            self._fail(f"cannot open the microphone: {_port_audio_error(exc)}")
+            self._fail(f"cannot open the microphone: {port_audio_error(exc)}")
             return
         if active is None:  # stopped or suspended meanwhile
             return
@@ -561,14 +494,14 @@ class Capture:
         if await self._run_stream(active, True):
             self._running(active)
 
-    async def _run_stream(self, active: _Stream, start: bool) -> bool:
+    async def _run_stream(self, active: MicStream, start: bool) -> bool:
         """Start (and hear from) or stop the stream; on a failure the device is lost."""
         first = self._first
         assert first is not None
         if start:
             first.clear()
             active.arm()
-        call = in_daemon_thread(self._start_blocking if start else self._stop_blocking, active)
+        call = in_daemon_thread(self._port.start if start else self._port.stop, active)
         call.add_done_callback(_retrieve)
         try:
             async with asyncio.timeout(CALL_WAIT_S):
@@ -580,7 +513,7 @@ class Capture:
             )
             return False
         except OSError as exc:
-            await self._lose(f"{self._describe(active)}: {_port_audio_error(exc)}")
+            await self._lose(f"{self._describe(active)}: {port_audio_error(exc)}")
             return False
         if not start:
             return True
@@ -603,7 +536,7 @@ class Capture:
         active, self._active = self._active, None
         if active is not None:
             self._past_overruns += active.ring.overruns
-        closing = in_daemon_thread(self._close_blocking, active, terminate, name="capture-close")
+        closing = in_daemon_thread(self._port.close, active, terminate, name="capture-close")
         closing.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({closing}, timeout=wait_s)
         if not done:
@@ -611,10 +544,10 @@ class Capture:
         elif closing.exception() is not None:
             log.debug("closing the microphone failed: %s", closing.exception())
 
-    def _describe(self, active: _Stream) -> str:
+    def _describe(self, active: MicStream) -> str:
         return f"input device {active.device.index} {active.device.name!r}"
 
-    def _running(self, active: _Stream) -> None:
+    def _running(self, active: MicStream) -> None:
         was = self.state
         self._failures = 0
         self._set_state("running", "")
@@ -654,101 +587,3 @@ class Capture:
                 self._on_state(state, error)
             except Exception as exc:
                 log.warning("microphone state callback failed: %s: %s", type(exc).__name__, exc)
-
-    # --- PortAudio, in worker threads, one call at a time in the process ---------------------
-
-    def _open_blocking(self) -> _Stream | None:
-        """(worker thread) A fresh PortAudio instance, the configured device, an opened stream
-        (not started)."""
-        with PORTAUDIO_LOCK:
-            if self._stopped or self._suspended:
-                return None
-            if self._pa is not None and self._owns_pa:
-                self._terminate_locked()
-            if self._pa is None:
-                self._pa = open_pyaudio(self._pa_factory)
-            pa = self._pa
-            with quiet_stderr():  # probing rates prints ALSA's failures for the rejected ones
-                device = find_device(pa, self.config.input_device, "input")
-                channels, rate = self._format(pa, device)
-            active = _Stream(self, device, rate, channels, self._ring_s)
-            callback = active.timed_callback if self.echo is not None else active.callback
-            try:
-                with quiet_stderr():
-                    active.stream = pa.open(
-                        rate=rate,
-                        channels=channels,
-                        format=pyaudio.paInt16,
-                        input=True,
-                        input_device_index=device.index,
-                        frames_per_buffer=active.period,
-                        stream_callback=callback,
-                        start=False,
-                    )
-                    with contextlib.suppress(Exception):  # echo cancellation
-                        self.input_latency_s = float(active.stream.get_input_latency())
-            except OSError as exc:
-                raise AudioDeviceError(
-                    f"cannot open input device {device.index} {device.name!r} at {rate} Hz, "
-                    f"{channels} ch: {_port_audio_error(exc)}"
-                ) from None
-            return active
-
-    def _start_blocking(self, active: _Stream) -> None:
-        with PORTAUDIO_LOCK:
-            if active.stream is None or active.started:
-                return
-            active.start_called_at = time.monotonic()
-            with quiet_stderr():
-                active.stream.start_stream()
-            active.started = True
-
-    def _stop_blocking(self, active: _Stream) -> None:
-        if active.stream is None or not active.started:
-            return
-        active.unpin()  # not under the lock: the speaker may need it meanwhile
-        with PORTAUDIO_LOCK:
-            if active.stream is None or not active.started:
-                return
-            with quiet_stderr():
-                active.stream.stop_stream()
-            active.started = False
-
-    def _format(self, pa: Any, device: DeviceInfo) -> tuple[int, int]:
-        """(channels, rate): mono if the device can, else its channels clamped to 1..2; the
-        configured rate, else the API's (nothing to resample), else the usual candidates."""
-        if self._forced_channels:
-            options = [self._forced_channels]
-        else:
-            options = list(dict.fromkeys([1, min(max(device.max_input_channels, 1), 2)]))
-        candidates = (self.api_rate, *CAPTURE_RATES)
-        error: AudioDeviceError | None = None
-        for channels in options:
-            try:
-                rate = pick_rate(pa, device, "input", self.config.input_rate, candidates, channels)
-                return channels, rate
-            except AudioDeviceError as exc:
-                error = error or exc
-        assert error is not None
-        raise error
-
-    def _close_blocking(self, active: _Stream | None, terminate: bool) -> None:
-        """(worker thread) Close the stream, and terminate PortAudio if we own it."""
-        if active is not None and active.stream is not None and active.started:
-            active.unpin()  # not under the lock: the speaker may need it meanwhile
-        with PORTAUDIO_LOCK, quiet_stderr():  # a lost device's errors: one line, ours
-            if active is not None and active.stream is not None:
-                if active.started:
-                    active.started = False
-                    with contextlib.suppress(Exception):
-                        active.stream.stop_stream()
-                with contextlib.suppress(Exception):
-                    active.stream.close()
-            if terminate and self._owns_pa:
-                self._terminate_locked()
-
-    def _terminate_locked(self) -> None:
-        pa, self._pa = self._pa, None
-        if pa is not None:
-            with contextlib.suppress(Exception):
-                pa.terminate()
