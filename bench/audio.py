@@ -487,8 +487,8 @@ async def measure_stream(jitter_ms: float, answers: int = 5, seconds: float = 2.
             out["burst_start_ms"] = round(burst[0], 1) if burst else float("nan")
             rest, running, starts = [], [], []
             for i in range(10):
-                await asyncio.sleep(config.speaker_idle_s + 0.4)  # stopped after it
-                assert not playback.running
+                await asyncio.sleep(config.speaker_idle_s)  # stopped after it (and a look)
+                assert await until(lambda: not playback.running, 3.0)
                 rest.append(await _first_sound(playback, f"rest{i}", ear))
                 starts.append(playback.last_start_ms)
                 running.append(await _first_sound(playback, f"running{i}", ear))

@@ -162,3 +162,85 @@ async def test_without_the_pin_every_callback_has_a_new_state(virtual_alsa, monk
     async with Capture(config, ring_s=600, drain_s=0.01, pa_factory=seen.pyaudio_class()) as cap:
         await listen_for(cap, 0.2)
     assert seen.fresh > 50 and seen.kept == 0, (seen.fresh, seen.kept)
+
+
+class FakeCApi:
+    """Stands in for PyGILState_Ensure/Release and PyThreadState_Get: the paths below (a
+    callback on another thread, no callback at all) cannot be made to happen on purpose with a
+    real stream, and a wrong Release on a real thread state crashes the interpreter."""
+
+    def __init__(self) -> None:
+        self.current = 0x1000  # the thread state of the thread that calls back now
+        self.counts: dict[int, int] = {}
+
+    def ensure(self) -> int:
+        self.counts[self.current] = self.counts.get(self.current, 0) + 1
+        return 0
+
+    def release(self, state: int) -> None:
+        self.counts[self.current] -= 1
+
+    def get(self) -> int:
+        return self.current
+
+
+@pytest.fixture
+def fake_api(monkeypatch):
+    api = FakeCApi()
+    monkeypatch.setattr(thread_state, "_API", (api.ensure, api.release, api.get))
+    return api
+
+
+def test_a_pin_is_taken_once_and_given_back_on_its_own_thread(fake_api):
+    pin = thread_state.ThreadStatePin()
+    pin.arm()
+    assert pin.attend
+    pin.service()
+    pin.service()  # attend is off after the first: a callback would not call it, but no harm
+    assert pin.pinned and fake_api.counts == {0x1000: 1} and not pin.attend
+    # an old stream's thread calls back meanwhile: it must not give back what it did not take
+    done = threading.Event()
+
+    def stop() -> None:
+        pin.unpin(2.0)
+        done.set()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    assert _wait(lambda: pin.attend)
+    fake_api.current = 0x2000
+    pin.service()
+    assert pin.pinned and fake_api.counts == {0x1000: 1} and not done.is_set()
+    fake_api.current = 0x1000  # the pinned thread's next callback
+    pin.service()
+    stopper.join(2)
+    assert done.is_set() and not pin.pinned and fake_api.counts == {0x1000: 0}
+    assert (pin.pins, pin.unpins, pin.leaked) == (1, 1, 0)
+
+
+def test_a_stream_that_never_calls_back_again_counts_a_leak(fake_api):
+    before = thread_state.leaked()
+    pin = thread_state.ThreadStatePin()
+    pin.arm()
+    pin.service()
+    assert pin.unpin(0.05) is False  # no callback came: the state goes with its thread
+    assert not pin.pinned and not pin.attend
+    assert pin.leaked == 1 and thread_state.leaked() == before + 1
+    assert pin.unpin(0.05) is True  # nothing held any more
+
+
+def test_unpin_before_any_callback_pins_nothing_later(fake_api):
+    pin = thread_state.ThreadStatePin()
+    pin.arm()
+    assert pin.unpin(0.05) is True  # armed, but the stream stopped before calling back
+    pin.service()  # a late callback of that start
+    assert not pin.pinned and fake_api.counts == {}
+
+
+def _wait(predicate, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
