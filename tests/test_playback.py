@@ -679,3 +679,22 @@ async def test_every_portaudio_call_holds_the_lock(alsa, monkeypatch):
         await p.suspend_device()
         await p.resume_device()
     assert unlocked == []
+
+
+async def test_the_rings_memory_goes_back_when_the_speaker_rests(alsa):
+    """An answer that came far ahead of its playing filled the ring; once the speaker has
+    stopped at rest, those pages are the kernel's again (a box holds no audio memory idle)."""
+    from test_ring_tracker import resident_kb
+
+    async with Playback(config(speaker_idle_s=0.3), source_rate=RATE) as p:
+        x = noise_answer(8.0, seed=3)  # 8 s at once: 700 kB queued before it plays
+        p.play_answer("item_1", x.tobytes())
+        p.end_answer("item_1")
+        assert resident_kb(p._ring) >= 500
+        assert await p.wait_drained(10.0)
+        for _ in range(150):  # stopped speaker_idle_s after it drained
+            if not p.running and p.stops:
+                break
+            await asyncio.sleep(0.02)
+        assert not p.running and p.stops == 1
+        assert resident_kb(p._ring) <= 8

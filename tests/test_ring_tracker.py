@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,40 @@ def test_empty_queue_calls_are_ignored(n):
     t = PlaybackTracker(rate=1000)
     t.queued("a", n)
     assert t.drained and t.playing_item is None
+
+
+def resident_kb(ring: SampleRing) -> int:
+    """How much of the ring's buffer is in memory: its mapping's Rss in /proc/self/smaps."""
+    address = ring._buf.ctypes.data
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    inside = False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError("the ring's mapping is not in smaps")
+
+
+def test_the_ring_takes_memory_only_for_its_longest_backlog():
+    ring = SampleRing(48000 * 10)  # 10 s at 48 kHz: 960 kB
+    assert resident_kb(ring) <= 8  # nothing written: nothing held
+    chunk = np.arange(4800, dtype=np.int16)  # 100 ms
+    for _ in range(500):  # 50 s of audio through it, never more than 100 ms queued
+        ring.write(chunk)
+        assert ring.read(4800).tobytes() == chunk.tobytes()
+    assert resident_kb(ring) <= 16  # the same first pages, over and over
+
+
+def test_release_memory_gives_an_empty_rings_pages_back():
+    ring = SampleRing(48000 * 10)
+    ring.write(np.ones(48000 * 8, dtype=np.int16))  # an answer 8 s ahead of its playing
+    assert resident_kb(ring) >= 700
+    assert ring.release_memory() is False  # it holds audio: kept
+    assert len(ring.read()) == 48000 * 8
+    assert ring.release_memory() is True
+    assert resident_kb(ring) <= 8
+    ring.write(np.full(3, 7, dtype=np.int16))  # usable again, from the top
+    assert ring.read().tolist() == [7, 7, 7]

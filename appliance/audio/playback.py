@@ -133,6 +133,7 @@ class Playback:
             on_close=self._forget,
             busy=self._busy,
             played=lambda: self.frames_played,
+            on_rest=self._rest,
             pa_factory=pa_factory,
             on_state=on_state,
         )
@@ -261,6 +262,13 @@ class Playback:
         self._answers.clear()
         self._answer_open = False
         self._release()
+
+    def _rest(self) -> None:
+        """The speaker stopped at rest: the ring's pages go back to the kernel until an answer
+        needs them (a few MB held for nothing otherwise, all day)."""
+        ring = self._ring
+        if ring is not None:
+            ring.release_memory()
 
     # ---- the PortAudio callback (its own thread) -------------------------------------------
 

@@ -16,6 +16,7 @@ most a period or so, never anything that can block; the callback thread never wa
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import deque
 
@@ -73,19 +74,24 @@ class ChunkRing:
 
 
 class SampleRing:
-    """``capacity`` frames of ``channels`` int16 samples each."""
+    """``capacity`` frames of ``channels`` int16 samples each.
+
+    The buffer is an anonymous mapping: its pages take memory when first written, and
+    :meth:`release_memory` gives them back while the ring is empty (the speaker at rest). The
+    positions go back to the start whenever the ring runs empty, so what is ever touched is
+    the longest backlog (an answer that came ahead of its playing), not the whole capacity
+    (45 s of audio, ~4 MB, for a box that mostly says a few seconds at a time).
+    """
 
     def __init__(self, capacity: int, channels: int = 1) -> None:
         if capacity <= 0 or channels <= 0:
             raise ValueError("capacity and channels must be positive")
         self.capacity = capacity
         self.channels = channels
-        self._buf = np.zeros((capacity, channels), dtype=np.int16)
-        # Commit the pages now (np.zeros maps them lazily): a long-running box should show its
-        # memory at start, not creep up as the write position first reaches each page.
-        self._buf.fill(0)
-        self._read = 0  # total frames ever read (or dropped); monotonic
-        self._write = 0  # total frames ever written; monotonic
+        self._map = mmap.mmap(-1, capacity * channels * 2)  # zero pages until written
+        self._buf = np.frombuffer(self._map, dtype=np.int16).reshape(capacity, channels)
+        self._read = 0  # frames read (or dropped) since the ring was last empty
+        self._write = 0  # frames written since the ring was last empty
         self._lock = threading.Lock()
         self.overruns = 0  # writes that had to drop old audio
         self.dropped_frames = 0
@@ -139,6 +145,8 @@ class SampleRing:
             view[:first] = self._buf[start : start + first]
             view[first:n] = self._buf[: n - first]
             self._read += n
+            if self._read == self._write:  # empty: the next write starts at the top again
+                self._read = self._write = 0
         return n
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
@@ -153,5 +161,16 @@ class SampleRing:
         """Drop everything buffered; returns the number of frames dropped."""
         with self._lock:
             n = len(self)
-            self._read = self._write
+            self._read = self._write = 0
         return n
+
+    def release_memory(self) -> bool:
+        """If the ring is empty, give its pages back to the kernel (they read as zeros and
+        take memory again when written). Returns whether it did."""
+        with self._lock:
+            if len(self):
+                return False
+            self._read = self._write = 0
+            if hasattr(self._map, "madvise"):
+                self._map.madvise(mmap.MADV_DONTNEED)
+            return True

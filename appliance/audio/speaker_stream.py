@@ -153,8 +153,9 @@ class SpeakerStream:
     The owner gives: ``callback(gen, in_data, frame_count, time_info, status)`` (PortAudio's,
     with the stream's generation first), ``on_open(opened)`` (a stream was opened, not yet
     started: set up buffers for its rate), ``on_close(lost)`` (it was closed: forget what was
-    queued), ``busy()`` (something is queued or still arriving: keep running) and ``played()``
-    (frames played so far: sound since the last look is not idle either).
+    queued), ``busy()`` (something is queued or still arriving: keep running), ``played()``
+    (frames played so far: sound since the last look is not idle either) and ``on_rest()``
+    (the stream was stopped after speaker_idle_s of nothing: let go of what only sound needs).
     """
 
     def __init__(
@@ -167,6 +168,7 @@ class SpeakerStream:
         on_close: Callable[[bool], None],
         busy: Callable[[], bool],
         played: Callable[[], int] = lambda: 0,
+        on_rest: Callable[[], None] = lambda: None,
         pa_factory: Callable[[], Any] | None = None,
         on_state: StateCallback | None = None,
     ) -> None:
@@ -175,6 +177,7 @@ class SpeakerStream:
         self._callback = callback
         self._on_open = on_open
         self._on_close = on_close
+        self._on_rest = on_rest
         self._busy = busy
         self._played = played
         self._pa_factory = pa_factory
@@ -288,6 +291,7 @@ class SpeakerStream:
             self.running = False
             self.stops += 1
             if not self._busy():
+                self._on_rest()
                 return
 
     @staticmethod
