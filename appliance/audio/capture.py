@@ -58,6 +58,7 @@ from appliance.audio.devices import (
     pick_rate,
     quiet_stderr,
 )
+from appliance.audio.echo_reference import InputGaps
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler, to_mono
 from appliance.audio.ring import ChunkRing
 from appliance.blocking import in_daemon_thread
@@ -129,6 +130,7 @@ class _Stream:
         self.started = False  # the PortAudio stream is started (set by the worker thread)
         self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
         self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
+        self.gaps = InputGaps(rate)  # (echo cancellation only) samples PortAudio lost
         self._loop = owner._loop
         self._first_audio = owner._first_audio
         self._append = self.ring.append
@@ -145,9 +147,15 @@ class _Stream:
         return _CONTINUE
 
     def timed_callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
-        """The callback when an echo canceller needs to know when audio arrived."""
+        """The callback when an echo canceller needs to know when audio arrived, and where
+        PortAudio lost some (an overflow): silence of the lost length goes first (InputGaps)."""
+        now = time.monotonic()
+        adc = time_info.get("input_buffer_adc_time", 0.0) if time_info else 0.0
+        lost = self.gaps.observe(adc, frame_count, status, now, self._armed)
+        if lost:
+            self._append(bytes(2 * self.channels * lost))
         self._append(in_data)
-        self.last_callback = now = time.monotonic()
+        self.last_callback = now
         if self._armed:
             self._first(now)
         return _CONTINUE
@@ -240,6 +248,13 @@ class Capture:
         """Times the ring was found full: audio was dropped because nobody read it in time."""
         active = self._active
         return self._past_overruns + (active.ring.overruns if active else 0)
+
+    @property
+    def dropped_frames(self) -> int:
+        """(echo cancellation only) Frames the device lost (PortAudio's input overflows) since
+        it was opened, which silence stands in for; 0 without echo cancellation."""
+        active = self._active
+        return active.gaps.lost_frames if active is not None else 0
 
     @property
     def press_to_capture_ms(self) -> float | None:

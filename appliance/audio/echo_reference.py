@@ -205,6 +205,66 @@ class ReferenceTap:
         return out
 
 
+# ---- the microphone's lost samples -------------------------------------------------------------
+
+INPUT_OVERFLOW = 2  # PortAudio's paInputOverflow callback flag (pyaudio.paInputOverflow)
+
+
+class InputGaps:
+    """Where PortAudio lost microphone samples, and how many: silence of that length stands in
+    for them (the capture callback puts it in the ring first), so that the mic's timeline
+    stays the room's.
+
+    Why: the far end is read by counting (:class:`ReferenceTap`: every mic chunk takes as many
+    far-end samples as it has). A capture overrun (the callback thread starved for longer than
+    the device's buffer: a slow guest under TCG) loses mic samples, and PortAudio restarts the
+    device and calls back with ``paInputOverflow``. Without a stand-in, the mic after the loss
+    is that much later than its count says: the echo comes BEFORE its reference, where no filter
+    reaches it, until the timing re-anchors the reference (the smoothed resync: about 1.5 s for
+    40 ms) and the filter learns the path again; 2-3 s of echo per loss, in the VM and in
+    tests/test_echo.py. With silence in its place, counting stays right, the filter keeps what it
+    learnt, and the echo is cancelled again at once.
+
+    How much: a callback's ``input_buffer_adc_time`` says when its first frame was captured (the
+    device's pointer and timestamp, taken by PortAudio: the callback's own lateness does not
+    move it). The difference from the previous callback's plus its frames is what was lost.
+    Only a callback flagged ``paInputOverflow`` counts (an unflagged difference is a backend's
+    jitter or a clock step, not a loss); a backend without timestamps (0) is measured by the
+    callback's arrival instead. A gap longer than ``max_fill_s`` is not filled (a stall that
+    long: ReferenceTap re-anchors by timing at once, over 250 ms); the first callback after a
+    start (``armed``) begins the count again. Pure: the caller passes the times.
+    """
+
+    def __init__(self, rate: int, *, max_fill_s: float = 2.0) -> None:
+        self.rate = int(rate)
+        self.max_fill = round(max_fill_s * rate)
+        self._next: float | None = None  # when the next callback's first frame was due
+        self._by_adc = True  # which clock _next is on (the ADC times', or arrival)
+        self.lost_frames = 0  # frames filled with silence so far
+        self.losses = 0  # overruns that lost samples
+        self.unfilled = 0  # of them, too long to fill
+
+    def observe(
+        self, adc_time: float, frames: int, status: int, now: float, armed: bool = False
+    ) -> int:
+        """(the capture callback) Frames lost just before this callback's ``frames``."""
+        by_adc = adc_time > 0
+        t = adc_time if by_adc else now
+        expected = self._next if by_adc == self._by_adc else None
+        self._next, self._by_adc = t + frames / self.rate, by_adc
+        if armed or expected is None or not status & INPUT_OVERFLOW:
+            return 0
+        lost = round((t - expected) * self.rate)
+        if lost <= 0:
+            return 0
+        self.losses += 1
+        if lost > self.max_fill:
+            self.unfilled += 1
+            return 0
+        self.lost_frames += lost
+        return lost
+
+
 # ---- the echo's delay, measured ----------------------------------------------------------------
 
 _DECIMATED_RATE = 4000  # speech's echo is found in its band below 2 kHz: cheap, and enough
