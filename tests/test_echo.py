@@ -284,39 +284,62 @@ def test_reopen_at_another_rate_starts_again():
 # ---- lost microphone samples -------------------------------------------------------------------
 
 
-def test_input_gaps_counts_only_what_an_overflow_lost():
-    gaps = InputGaps(24000)
-    assert gaps.observe(10.0, 480, 0, 50.0) == 0  # the first callback: nothing to compare
-    assert gaps.observe(10.02, 480, 0, 50.1) == 0  # on time (the arrival is late: no matter)
-    assert gaps.observe(10.045, 480, 0, 50.1) == 0  # 5 ms late, not flagged: jitter
-    # PortAudio restarted the device after an overrun: 40 ms between the buffers were lost
-    assert gaps.observe(10.105, 480, INPUT_OVERFLOW, 50.2) == 960
-    assert gaps.observe(10.125, 480, 0, 50.2) == 0
-    assert gaps.observe(10.145, 480, INPUT_OVERFLOW, 50.2) == 0  # flagged, nothing missing
-    assert (gaps.lost_frames, gaps.losses) == (960, 1)
-    # A start of the stream begins again; a stall too long to fill is counted, not filled
-    assert gaps.observe(99.0, 480, INPUT_OVERFLOW, 60.0, armed=True) == 0
-    assert gaps.observe(102.02, 480, INPUT_OVERFLOW, 60.0) == 0
-    assert (gaps.lost_frames, gaps.losses, gaps.unfilled) == (960, 2, 1)
+def feed_gaps(gaps: InputGaps, buffers) -> list[bytes]:
+    """``buffers``: (adc time, status[, now]); 480 frames each."""
+    out: list[bytes] = []
+    for k, (adc, status, *now) in enumerate(buffers):
+        data = bytes([k % 250 + 1]) * 960  # one buffer's 480 frames, recognisable
+        out += gaps.process(data, adc, 480, status, now[0] if now else 50.0 + k)
+    return out
+
+
+def test_input_gaps_fills_what_an_overflow_lost_to_the_sample():
+    gaps = InputGaps(24000, 2, settle=5)
+    # A pointer that moves in 4 ms steps: each ADC time up to 4 ms late; the loss is 40 ms.
+    jitter = [0.003, 0.0, 0.0015, 0.0039, 0.001, 0.0, 0.002, 0.0035, 0.0, 0.0005, 0.003]
+    buffers = [(10.0 + k * 0.02 + jitter[k], 0) for k in range(6)]  # on time, jittered
+    buffers.append((10.0 + 8 * 0.02 + jitter[6], INPUT_OVERFLOW))  # after the overrun
+    buffers += [(10.0 + k * 0.02 + jitter[k - 2], 0) for k in range(9, 13)]
+    out = feed_gaps(gaps, buffers)
+    assert [len(x) for x in out] == [960] * 6 + [960 * 2] + [960] * 5  # the held 5 at once
+    assert not any(out[6]) and out[7] == bytes([7]) * 960  # silence, then the buffers held
+    assert (gaps.lost_frames, gaps.losses, list(gaps.recent)) == (960, 1, [960])
+
+
+def test_input_gaps_ignores_jitter_and_restarts():
+    gaps = InputGaps(24000, 2, settle=5)
+    late = [(10.0 + k * 0.02 + (0.015 if k == 3 else 0), 0) for k in range(6)]
+    assert len(feed_gaps(gaps, late)) == 6  # 15 ms late, not flagged: jitter
+    flagged = [(10.12, INPUT_OVERFLOW)] + [(10.14 + k * 0.02, 0) for k in range(4)]
+    out = feed_gaps(gaps, flagged)  # flagged, nothing missing
+    assert [len(x) for x in out] == [960] * 5 and gaps.losses == 0
+    assert gaps.process(b"x", 99.0, 480, INPUT_OVERFLOW, 60.0, armed=True) == [b"x"]  # a start
+    out = feed_gaps(gaps, [(102.0, INPUT_OVERFLOW)] + [(102.02 + k * 0.02, 0) for k in range(4)])
+    assert [len(x) for x in out] == [960] * 5  # held, then handed on without silence
+    assert (gaps.lost_frames, gaps.losses, gaps.unfilled) == (0, 1, 1)  # 3 s: not filled
 
 
 def test_input_gaps_without_timestamps_measures_by_arrival():
-    gaps = InputGaps(48000)
-    assert gaps.observe(0.0, 960, 0, 5.0) == 0
-    assert gaps.observe(0.0, 960, INPUT_OVERFLOW, 5.1) == round(0.08 * 48000)
-    assert gaps.observe(7.0, 960, INPUT_OVERFLOW, 5.2) == 0  # timestamps now: a new clock
+    gaps = InputGaps(48000, 2, settle=5)
+    out = feed_gaps(gaps, [(0.0, 0, 5.0 + k * 0.01) for k in range(3)])
+    late = [(0.0, INPUT_OVERFLOW, 5.11)] + [(0.0, 0, 5.12 + k * 0.01) for k in range(4)]
+    out += feed_gaps(gaps, late)
+    assert gaps.lost_frames == round(0.08 * 48000) and len(out) == 3 + 1 + 5
 
 
-def capture_with_a_loss(lost_ms: float, seconds: float = 10.0, loss_at: float = 7.0):
+def capture_with_a_loss(
+    lost_ms: float, step_ms: float = 0.0, seconds: float = 10.0, loss_at: float = 7.0
+):
     """The echo-cancelling capture path (_Stream.timed_callback -> ring -> Capture._drain ->
     ReferenceTap + EchoCanceller) on a simulated clock: playback callbacks of 10 ms feed the
     tap, mic callbacks of 20 ms (24 kHz mono: no resampling) carry a room's echo of it, and
     the loop drains every 100 ms. At ``loss_at`` the mic loses ``lost_ms`` and the next
     callback says so as PortAudio does after an overrun (``paInputOverflow``; its ADC time is
-    when its first frame was captured). The test stands in for PortAudio's threads and the
-    clock: the clockless virtual devices never overrun, and a real clock would make this
-    test as slow as the audio. Returns (the mic's echo, what the box sent, both by real time,
-    the Capture)."""
+    when its first frame was captured, or up to ``step_ms`` later: a pointer that moves in
+    steps). The test stands
+    in for PortAudio's threads and the clock: the clockless virtual devices never overrun, and
+    a real clock would make this test as slow as the audio. Returns (the mic's echo, what the
+    box sent, both by real time, the Capture)."""
     from appliance.audio.capture import Capture, _Stream
     from appliance.audio.devices import DeviceInfo
     from appliance.config.schema import AudioConfig
@@ -335,6 +358,7 @@ def capture_with_a_loss(lost_ms: float, seconds: float = 10.0, loss_at: float = 
     period = stream.period
     first_lost = round(loss_at * RATE) // period
     lost = range(first_lost, first_lost + round(lost_ms * RATE / 1000) // period)
+    steps = np.random.default_rng(6).uniform(0, step_ms / 1000, len(far) // period)
     events = [(k * 0.01, 0, k) for k in range(len(far) // 240)]
     events += [((k + 1) * 0.02, 1, k) for k in range(len(far) // period) if k not in lost]
     events += [(d * 0.1 + 0.005, 2, d) for d in range(round(seconds * 10))]
@@ -346,7 +370,8 @@ def capture_with_a_loss(lost_ms: float, seconds: float = 10.0, loss_at: float = 
         elif kind == 1:
             status = INPUT_OVERFLOW if k - 1 in lost else 0
             chunk = mic[k * period : (k + 1) * period].tobytes()
-            stream.timed_callback(chunk, period, {"input_buffer_adc_time": k * 0.02}, status)
+            adc = k * 0.02 + steps[k]
+            stream.timed_callback(chunk, period, {"input_buffer_adc_time": adc}, status)
             stream.last_callback = t  # it ran at t on the simulated clock
         else:
             sent.append(np.frombuffer(cap._drain(final=False), dtype="<i2"))
@@ -366,15 +391,28 @@ def erle_db(echo: np.ndarray, out: np.ndarray, start_s: float, end_s: float) -> 
 @pytest.mark.parametrize("lost_ms", [40, 80])
 def test_lost_mic_samples_do_not_let_the_echo_through(lost_ms):
     """A capture overrun loses 40-80 ms of the mic: silence stands in for them, the reference
-    stays aligned, and the echo is cancelled as well as before within a quarter second: 20-30
-    dB over the next 1.25 s (without the stand-in: 0-2 dB, the echo before its reference until
-    the timing re-anchors it, 1.5-3 s; as in the VM under TCG)."""
+    stays aligned, and the echo is cancelled as well as before within a quarter second: 24 dB
+    over the next 1.25 s (without the stand-in: 0-2 dB, the echo before its reference until
+    the timing re-anchors it and the filter learns again, 2-3 s; as in the VM under TCG)."""
     echo, out, cap = capture_with_a_loss(lost_ms)
     assert cap.dropped_frames == lost_ms * 24
     before = erle_db(echo, out, 5.0, 7.0)  # speex has converged (about 4 s)
     after = erle_db(echo, out, 7.0 + lost_ms / 1000 + 0.25, 8.5)
     assert before >= 20, f"not converged before the loss: {before:.1f} dB"
     assert after >= 15, f"{after:.1f} dB after losing {lost_ms} ms (before it: {before:.1f} dB)"
+
+
+@needs_speex
+@pytest.mark.parametrize("lost_ms", [40, 80])
+def test_lost_mic_samples_with_a_coarse_pointer(lost_ms):
+    """ADC times up to 4 ms late (snd-aloop's pointer moves in the kernel's 4 ms ticks): the
+    silence is the loss to within a millisecond (the least of 10 buffers' times), and the echo
+    path is the filter's again 1.5 s later: 17-33 dB (without the stand-in: 1-5 dB). Not to
+    the sample: a few samples off, speex re-adapts for about a second (see the report)."""
+    echo, out, cap = capture_with_a_loss(lost_ms, step_ms=4.0)
+    assert abs(cap.dropped_frames - lost_ms * 24) <= 24
+    after = erle_db(echo, out, 7.0 + 1.5, 9.0)
+    assert after >= 12, f"{after:.1f} dB 1.5 s after losing {lost_ms} ms"
 
 
 # ---- through real PortAudio over the virtual devices --------------------------------------

@@ -130,7 +130,7 @@ class _Stream:
         self.started = False  # the PortAudio stream is started (set by the worker thread)
         self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
         self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
-        self.gaps = InputGaps(rate)  # (echo cancellation only) samples PortAudio lost
+        self.gaps = InputGaps(rate, 2 * channels)  # (echo cancellation only) lost samples
         self._loop = owner._loop
         self._first_audio = owner._first_audio
         self._append = self.ring.append
@@ -151,10 +151,8 @@ class _Stream:
         PortAudio lost some (an overflow): silence of the lost length goes first (InputGaps)."""
         now = time.monotonic()
         adc = time_info.get("input_buffer_adc_time", 0.0) if time_info else 0.0
-        lost = self.gaps.observe(adc, frame_count, status, now, self._armed)
-        if lost:
-            self._append(bytes(2 * self.channels * lost))
-        self._append(in_data)
+        for chunk in self.gaps.process(in_data, adc, frame_count, status, now, self._armed):
+            self._append(chunk)
         self.last_callback = now
         if self._armed:
             self._first(now)
@@ -410,6 +408,8 @@ class Capture:
             return b""
         arrived = active.last_callback
         data = active.ring.take()
+        if active.gaps.recent:  # (echo cancellation) PortAudio lost samples: say so
+            self._note_losses(active)
         if not data:
             if not final:
                 return b""
@@ -432,6 +432,19 @@ class Capture:
         if self.echo is not None and len(out):
             out = self._cancel_echo(out, arrived)
         return out.astype(_PCM16, copy=False).tobytes()
+
+    def _note_losses(self, active: _Stream) -> None:
+        recent = active.gaps.recent
+        while recent:
+            lost = recent.popleft()
+            log.info(
+                "microphone: %.0f ms of samples lost (an input overflow: %d frames)%s",
+                lost * 1000 / active.rate,
+                lost,
+                "; silence stands in for them"
+                if lost <= active.gaps.max_fill
+                else "; too long to fill",
+            )
 
     def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.

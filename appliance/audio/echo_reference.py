@@ -45,6 +45,7 @@ resampler's group delay (a few samples at speech quality) is ignored.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -212,8 +213,8 @@ INPUT_OVERFLOW = 2  # PortAudio's paInputOverflow callback flag (pyaudio.paInput
 
 class InputGaps:
     """Where PortAudio lost microphone samples, and how many: silence of that length stands in
-    for them (the capture callback puts it in the ring first), so that the mic's timeline
-    stays the room's.
+    for them, so that the mic's timeline stays the room's. Called by the capture callback with
+    each buffer; returns what to append to the ring, in order.
 
     Why: the far end is read by counting (:class:`ReferenceTap`: every mic chunk takes as many
     far-end samples as it has). A capture overrun (the callback thread starved for longer than
@@ -222,47 +223,102 @@ class InputGaps:
     is that much later than its count says: the echo comes BEFORE its reference, where no filter
     reaches it, until the timing re-anchors the reference (the smoothed resync: about 1.5 s for
     40 ms) and the filter learns the path again; 2-3 s of echo per loss, in the VM and in
-    tests/test_echo.py. With silence in its place, counting stays right, the filter keeps what it
-    learnt, and the echo is cancelled again at once.
+    tests/test_echo.py. With silence in its place, counting stays right and the filter keeps
+    what it learnt. It must be the right length to the sample: an echo path moved by a few
+    samples is a new path to the filter.
 
-    How much: a callback's ``input_buffer_adc_time`` says when its first frame was captured (the
+    How much: a buffer's ``input_buffer_adc_time`` says when its first frame was captured (the
     device's pointer and timestamp, taken by PortAudio: the callback's own lateness does not
-    move it). The difference from the previous callback's plus its frames is what was lost.
-    Only a callback flagged ``paInputOverflow`` counts (an unflagged difference is a backend's
-    jitter or a clock step, not a loss); a backend without timestamps (0) is measured by the
-    callback's arrival instead. A gap longer than ``max_fill_s`` is not filled (a stall that
-    long: ReferenceTap re-anchors by timing at once, over 250 ms); the first callback after a
-    start (``armed``) begins the count again. Pure: the caller passes the times.
+    move it), but a pointer that moves in steps (snd-aloop: the kernel's 4 ms ticks) makes it
+    late by up to a step. So the stream's start is tracked as the least of ``adc - frames so
+    far / rate`` (slowly let up, ``drift_ms_per_s``, for a card whose clock runs slow), and after
+    a flagged buffer it and the next ones, ``settle`` in all (200 ms), are held back while the
+    least of theirs is found; the difference is the loss (to within a millisecond with 4 ms
+    steps; exact with a pointer that is; a hands-free mic is 200 ms late once per loss, and a
+    push-to-talk release within them would lose what is held: echo cancellation is for
+    hands-free). Only a flagged buffer counts (an unflagged
+    difference is a backend's jitter or a clock step, not a loss); without timestamps (0) the
+    callback's arrival ``now`` stands in for them. A gap longer than ``max_fill_s`` is not filled
+    (a stall that long: ReferenceTap re-anchors by timing at once, over 250 ms). The first
+    buffer after a start (``armed``) begins the count again. Pure: the caller passes the times.
     """
 
-    def __init__(self, rate: int, *, max_fill_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        rate: int,
+        frame_bytes: int = 2,
+        *,
+        settle: int = 10,
+        max_fill_s: float = 2.0,
+        drift_ms_per_s: float = 0.2,
+    ) -> None:
         self.rate = int(rate)
+        self.frame_bytes = frame_bytes
+        self.settle = max(1, settle)
         self.max_fill = round(max_fill_s * rate)
-        self._next: float | None = None  # when the next callback's first frame was due
-        self._by_adc = True  # which clock _next is on (the ADC times', or arrival)
+        self.drift = drift_ms_per_s / 1000 / rate  # seconds the start may rise per frame
+        self._by_adc = True  # which clock the times are on (the ADC times', or arrival)
+        self._start: float | None = None  # when frame 0 was captured (the least estimate)
+        self._frames = 0  # frames handed on so far, silence included
+        self._held: list = []  # buffers after a flagged one, not yet handed on
+        self._held_frames = 0
+        self._held_start = 0.0  # when the first held frame was captured (the least estimate)
         self.lost_frames = 0  # frames filled with silence so far
         self.losses = 0  # overruns that lost samples
         self.unfilled = 0  # of them, too long to fill
+        self.recent: deque[int] = deque(maxlen=64)  # the losses' lengths, for the loop to log
 
-    def observe(
-        self, adc_time: float, frames: int, status: int, now: float, armed: bool = False
-    ) -> int:
-        """(the capture callback) Frames lost just before this callback's ``frames``."""
+    def process(
+        self, data, adc_time: float, frames: int, status: int, now: float, armed: bool = False
+    ) -> list:
+        """(the capture callback) ``data`` and what stands before it, to append in this order
+        (nothing while buffers are held)."""
         by_adc = adc_time > 0
         t = adc_time if by_adc else now
-        expected = self._next if by_adc == self._by_adc else None
-        self._next, self._by_adc = t + frames / self.rate, by_adc
-        if armed or expected is None or not status & INPUT_OVERFLOW:
-            return 0
-        lost = round((t - expected) * self.rate)
-        if lost <= 0:
-            return 0
-        self.losses += 1
-        if lost > self.max_fill:
-            self.unfilled += 1
-            return 0
-        self.lost_frames += lost
-        return lost
+        if armed or by_adc != self._by_adc:  # a new start, or another clock: begin again
+            self._by_adc, self._start, self._frames = by_adc, None, 0
+            self._held, self._held_frames = [], 0
+        out = []
+        if self._held and status & INPUT_OVERFLOW:  # lost again while settling: settle now
+            out = self._release()
+        if self._held or (status & INPUT_OVERFLOW and self._start is not None):
+            if not self._held:
+                self._held_start = t
+            self._held_start = min(self._held_start, t - self._held_frames / self.rate)
+            self._held.append(data)
+            self._held_frames += frames
+            if len(self._held) >= self.settle:
+                out += self._release()
+            return out
+        start = t - self._frames / self.rate
+        if self._start is None or start < self._start + self.drift * frames:
+            self._start = start
+        else:
+            self._start += self.drift * frames
+        self._frames += frames
+        out.append(data)
+        return out
+
+    def _release(self) -> list:
+        """The held buffers, after the silence that stands in for what was lost before them."""
+        assert self._start is not None
+        lost = round((self._held_start - self._start) * self.rate) - self._frames
+        out = []
+        if lost > 0:
+            self.losses += 1
+            self.recent.append(lost)
+            if lost <= self.max_fill:
+                self.lost_frames += lost
+                out.append(bytes(self.frame_bytes * lost))
+            else:
+                self.unfilled += 1
+        filled = lost if 0 < lost <= self.max_fill else 0
+        # the start again: where the held frames began, less what was handed on before them
+        self._start = self._held_start - (self._frames + filled) / self.rate
+        self._frames += filled + self._held_frames
+        out += self._held
+        self._held, self._held_frames = [], 0
+        return out
 
 
 # ---- the echo's delay, measured ----------------------------------------------------------------
