@@ -73,6 +73,7 @@ WATCH_S = 0.25  # how often a started stream is checked for new audio
 CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
 BACKOFF_MAX = 4  # retries slow down to this many times retry_s
+LOSS_NOTE_S = 10.0  # (echo cancellation) lost samples are logged at most this often
 
 StateCallback = Callable[[str, str], Any]
 _CONTINUE = (None, pyaudio.paContinue)
@@ -238,6 +239,9 @@ class Capture:
         self._failures = 0  # consecutive failed attempts (the retry backoff)
         self._pending: ListenTiming | None = None  # a listen(True) whose stream is not yet heard
         self._clears = 0
+        # (echo cancellation) losses not yet logged: [count, frames, too long to fill]
+        self._losses_pending = [0, 0, 0]
+        self._losses_noted_at = -LOSS_NOTE_S
 
     # --- figures ----------------------------------------------------------------------------
 
@@ -408,7 +412,7 @@ class Capture:
             return b""
         arrived = active.last_callback
         data = active.ring.take()
-        if active.gaps.recent:  # (echo cancellation) PortAudio lost samples: say so
+        if active.gaps.recent or self._losses_pending[0]:  # (echo cancellation) lost samples
             self._note_losses(active)
         if not data:
             if not final:
@@ -434,17 +438,29 @@ class Capture:
         return out.astype(_PCM16, copy=False).tobytes()
 
     def _note_losses(self, active: _Stream) -> None:
-        recent = active.gaps.recent
+        """(echo cancellation) PortAudio lost samples: one line at the first loss, then at most
+        one every LOSS_NOTE_S with the losses meanwhile (a starved box loses them often)."""
+        recent, pending = active.gaps.recent, self._losses_pending
         while recent:
             lost = recent.popleft()
-            log.info(
-                "microphone: %.0f ms of samples lost (an input overflow: %d frames)%s",
-                lost * 1000 / active.rate,
-                lost,
-                "; silence stands in for them"
-                if lost <= active.gaps.max_fill
-                else "; too long to fill",
-            )
+            pending[0] += 1
+            pending[1] += lost
+            pending[2] += lost > active.gaps.max_fill
+        now = time.monotonic()
+        if not pending[0] or now - self._losses_noted_at < LOSS_NOTE_S:
+            return
+        count, frames, unfilled = pending
+        log.info(
+            "microphone: %d input overflow%s lost %.0f ms of samples (%d frames); silence "
+            "stands in for them%s",
+            count,
+            "s" if count > 1 else "",
+            frames * 1000 / active.rate,
+            frames,
+            f" (not for {unfilled} too long to fill)" if unfilled else "",
+        )
+        self._losses_noted_at = now
+        pending[:] = [0, 0, 0]
 
     def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.
