@@ -64,6 +64,7 @@ WATCH_S = 0.25  # how often a started stream is checked for new audio
 CALL_WAIT_S = 2.0  # how long a PortAudio start or stop may take before the device counts as lost
 CLOSE_WAIT_S = 0.4  # how long stop() waits for PortAudio to close the stream
 BACKOFF_MAX = 4  # retries slow down to this many times retry_s
+LOSS_NOTE_S = 10.0  # (echo cancellation) lost samples are logged at most this often
 
 StateCallback = Callable[[str, str], Any]
 _PCM16 = np.dtype("<i2")  # the wire format (parsed once, not per chunk)
@@ -167,6 +168,9 @@ class Capture:
         self._failures = 0  # consecutive failed attempts (the retry backoff)
         self._pending: ListenTiming | None = None  # a listen(True) whose stream is not yet heard
         self._clears = 0
+        # (echo cancellation) losses not yet logged: [count, frames, too long to fill]
+        self._losses_pending = [0, 0, 0]
+        self._losses_noted_at = -LOSS_NOTE_S
 
     # --- figures ----------------------------------------------------------------------------
 
@@ -175,6 +179,13 @@ class Capture:
         """Times the ring was found full: audio was dropped because nobody read it in time."""
         active = self._active
         return self._past_overruns + (active.ring.overruns if active else 0)
+
+    @property
+    def dropped_frames(self) -> int:
+        """(echo cancellation only) Frames the device lost (PortAudio's input overflows) since
+        it was opened, which silence stands in for; 0 without echo cancellation."""
+        active = self._active
+        return active.gaps.lost_frames if active is not None else 0
 
     @property
     def press_to_capture_ms(self) -> float | None:
@@ -335,6 +346,8 @@ class Capture:
             return b""
         arrived = active.last_callback
         data = active.ring.take()
+        if active.gaps.recent or self._losses_pending[0]:  # (echo cancellation) lost samples
+            self._note_losses(active)
         if not data:
             if not final:
                 return b""
@@ -357,6 +370,31 @@ class Capture:
         if self.echo is not None and len(out):
             out = self._cancel_echo(out, arrived)
         return out.astype(_PCM16, copy=False).tobytes()
+
+    def _note_losses(self, active: MicStream) -> None:
+        """(echo cancellation) PortAudio lost samples: one line at the first loss, then at most
+        one every LOSS_NOTE_S with the losses meanwhile (a starved box loses them often)."""
+        recent, pending = active.gaps.recent, self._losses_pending
+        while recent:
+            lost = recent.popleft()
+            pending[0] += 1
+            pending[1] += lost
+            pending[2] += lost > active.gaps.max_fill
+        now = time.monotonic()
+        if not pending[0] or now - self._losses_noted_at < LOSS_NOTE_S:
+            return
+        count, frames, unfilled = pending
+        log.info(
+            "microphone: %d input overflow%s lost %.0f ms of samples (%d frames); silence "
+            "stands in for them%s",
+            count,
+            "s" if count > 1 else "",
+            frames * 1000 / active.rate,
+            frames,
+            f" (not for {unfilled} too long to fill)" if unfilled else "",
+        )
+        self._losses_noted_at = now
+        pending[:] = [0, 0, 0]
 
     def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.

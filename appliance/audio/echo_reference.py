@@ -45,6 +45,8 @@ resampler's group delay (a few samples at speech quality) is ignored.
 from __future__ import annotations
 
 import time
+from collections import deque
+from itertools import accumulate
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -202,6 +204,119 @@ class ReferenceTap:
             self._buf = self._buf[keep:]
             self._buf_start += keep
         self._next = end
+        return out
+
+
+# ---- the microphone's lost samples -------------------------------------------------------------
+
+INPUT_OVERFLOW = 2  # PortAudio's paInputOverflow callback flag (pyaudio.paInputOverflow)
+
+
+class InputGaps:
+    """Where PortAudio lost microphone samples, and how many: silence of that length stands in
+    for them, so that the mic's timeline stays the room's. Called by the capture callback with
+    each buffer; returns what to append to the ring, in order.
+
+    Why: the far end is read by counting (:class:`ReferenceTap`: every mic chunk takes as many
+    far-end samples as it has). A capture overrun (the callback thread starved for longer than
+    the device's buffer: a slow guest under TCG) loses mic samples, and PortAudio restarts the
+    device and calls back with ``paInputOverflow``. Without a stand-in, the mic after the loss
+    is that much later than its count says: the echo comes BEFORE its reference, where no filter
+    reaches it, until the timing re-anchors the reference (the smoothed resync: about 1.5 s for
+    40 ms) and the filter learns the path again; 2-3 s of echo per loss, in the VM and in
+    tests/test_echo.py. With silence in its place, counting stays right and the filter keeps
+    what it learnt. It must be the right length to the sample: an echo path moved by a few
+    samples is a new path to the filter.
+
+    How much: a buffer's ``input_buffer_adc_time`` says when its first frame was captured (the
+    device's pointer and timestamp, taken by PortAudio: the callback's own lateness does not
+    move it), but a pointer that moves in steps (snd-aloop: the kernel's 4 ms ticks) makes it
+    late by up to a step. So after a flagged buffer it and the next ones, ``settle`` in all
+    (200 ms), are held back; the stream's start by the least late of them is compared with
+    its start by the least late of as many buffers before the loss. The same number on both
+    sides: both are late by about as much, so the errors do not add up loss after loss (the
+    least of many before against the least of 10 after overfilled by 0.2 ms a loss on average:
+    70 ms over 400 losses in tests/test_echo.py; in a starved VM run the echo drifted 66 ms
+    later). What remains is under a millisecond, either way; none with a pointer that is
+    exact. Only a flagged buffer counts (an unflagged difference is a backend's jitter or a
+    clock step, not a loss); without timestamps (0) the callback's arrival ``now`` stands in
+    for them. A gap longer than ``max_fill_s`` is not filled (a stall that long: ReferenceTap
+    re-anchors by timing at once, over 250 ms). The first buffer after a start (``armed``)
+    begins again. A hands-free mic is 200 ms late once
+    per loss; a push-to-talk release within them would lose what is held (echo cancellation
+    is for hands-free). Pure: the caller passes the times.
+    """
+
+    def __init__(
+        self, rate: int, frame_bytes: int = 2, *, settle: int = 10, max_fill_s: float = 2.0
+    ) -> None:
+        self.rate = int(rate)
+        self.frame_bytes = frame_bytes
+        self.settle = max(1, settle)
+        self.max_fill = round(max_fill_s * rate)
+        self._by_adc = True  # which clock the times are on (the ADC times', or arrival)
+        # when frame 0 was captured, by each of the last buffers (its time less the frames
+        # before it): the least is the estimate
+        self._starts: deque[float] = deque(maxlen=self.settle)
+        self._frames = 0  # frames handed on so far, silence included
+        self._held: list = []  # buffers after a flagged one, not yet handed on
+        self._held_times: list[float] = []  # when each held buffer's first frame was captured
+        self._held_frames: list[int] = []
+        self.lost_frames = 0  # frames filled with silence so far
+        self.losses = 0  # overruns that lost samples
+        self.unfilled = 0  # of them, too long to fill
+        self.recent: deque[int] = deque(maxlen=64)  # the losses' lengths, for the loop to log
+
+    def process(
+        self, data, adc_time: float, frames: int, status: int, now: float, armed: bool = False
+    ) -> list:
+        """(the capture callback) ``data`` and what stands before it, to append in this order
+        (nothing while buffers are held)."""
+        by_adc = adc_time > 0
+        t = adc_time if by_adc else now
+        if armed or by_adc != self._by_adc:  # a new start, or another clock: begin again
+            self._by_adc, self._frames = by_adc, 0
+            self._starts.clear()
+            self._held, self._held_times, self._held_frames = [], [], []
+        out = []
+        if self._held and status & INPUT_OVERFLOW:  # lost again while settling: settle now
+            out = self._release()
+        if self._held or (status & INPUT_OVERFLOW and self._starts):
+            self._held.append(data)
+            self._held_times.append(t)
+            self._held_frames.append(frames)
+            if len(self._held) >= self.settle:
+                out += self._release()
+            return out
+        self._starts.append(t - self._frames / self.rate)
+        self._frames += frames
+        out.append(data)
+        return out
+
+    def _release(self) -> list:
+        """The held buffers, after the silence that stands in for what was lost before them."""
+        before = min(self._starts)  # as many buffers before as after: the same lateness
+        offsets = [p / self.rate for p in accumulate(self._held_frames[:-1], initial=0)]
+        after = min(t - p for t, p in zip(self._held_times, offsets, strict=True))
+        lost = round((after - before) * self.rate) - self._frames
+        out = []
+        filled = 0
+        if lost > 0:
+            self.losses += 1
+            self.recent.append(lost)
+            if lost <= self.max_fill:
+                filled = lost
+                self.lost_frames += lost
+                out.append(bytes(self.frame_bytes * lost))
+            else:
+                self.unfilled += 1
+        self._frames += filled
+        self._starts.clear()
+        for t, p in zip(self._held_times, offsets, strict=True):
+            self._starts.append(t - p - self._frames / self.rate)
+        self._frames += sum(self._held_frames)
+        out += self._held
+        self._held, self._held_times, self._held_frames = [], [], []
         return out
 
 

@@ -31,6 +31,7 @@ from appliance.audio.devices import (
     pick_rate,
     quiet_stderr,
 )
+from appliance.audio.echo_reference import InputGaps
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import ChunkRing
 from appliance.audio.thread_state import ThreadStatePin
@@ -79,6 +80,7 @@ class MicStream:
         self.started = False  # the PortAudio stream is started (set by the worker thread)
         self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
         self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
+        self.gaps = InputGaps(rate, 2 * channels)  # (echo cancellation only) lost samples
         self._loop = loop
         self._first_audio = first_audio
         self._append = self.ring.append
@@ -103,9 +105,13 @@ class MicStream:
         return _CONTINUE
 
     def timed_callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
-        """The callback when an echo canceller needs to know when audio arrived."""
-        self._append(in_data)
-        self.last_callback = now = time.monotonic()
+        """The callback when an echo canceller needs to know when audio arrived, and where
+        PortAudio lost some (an overflow): silence of the lost length goes first (InputGaps)."""
+        now = time.monotonic()
+        adc = time_info.get("input_buffer_adc_time", 0.0) if time_info else 0.0
+        for chunk in self.gaps.process(in_data, adc, frame_count, status, now, self._armed):
+            self._append(chunk)
+        self.last_callback = now
         if self._armed:
             self._first(now)
         if self.pin.attend:

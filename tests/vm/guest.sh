@@ -331,12 +331,16 @@ echo "hands-free: $(show StatusText)"
 rt POST '/answer?kind=speech&seconds=18' > /dev/null; rt POST '/echo?on=1' > /dev/null
 audio_figures() { $A status --json | python3 -c "import json,sys; a=json.load(sys.stdin)['audio']; print({k: {x: a[k].get(x) for x in ('overruns', 'underruns', 'dropped_frames', 'callbacks')} for k in ('capture', 'playback')})" 2>&1; }
 echo "before: $(audio_figures)"
+# ms of microphone samples PortAudio lost (input overflows) that silence stood in for
+mic_filled_ms() { $A status --json | python3 -c "import json,sys; c=json.load(sys.stdin)['audio']['capture']; print(round((c.get('dropped_frames') or 0) * 1000 / (c.get('device_rate') or 24000)))" 2>/dev/null || echo 0; }
+filled0=$(mic_filled_ms)
 cpu0=$(awk '{print $14 + $15}' /proc/$(main_pid)/stat)
 t=$(date +%s.%N)
 PYTHONPATH=/mnt/wcache/srvlib timeout 90 python3 $S/src/tests/vm/room.py run --out $O/room.npz --voices $S/voices --delay-ms 40 --tail-ms 150 \
     > $O/room.log 2>&1; rc=$?
 cat $O/room.log; echo "room rc=$rc after $(el $t) s; $(show StatusText)"
 echo "after: $(audio_figures)"
+filled="the box's mic lost $(( $(mic_filled_ms) - filled0 )) ms (input overflows; silence stood in)"
 cpu=$(awk -v c="$(( $(awk '{print $14 + $15}' /proc/$(main_pid)/stat) - cpu0 ))" -v hz="$(getconf CLK_TCK)" -v s="$(el $t)" 'BEGIN { printf "%.0f", 100 * c / hz / s }')
 echo "the box's CPU meanwhile: $cpu % of a core"
 journal_since $s0 | grep -v -E "^(Expression|ALSA lib)" | tail -15
@@ -349,16 +353,17 @@ cat $O/echo.json; echo
 name="echo cancellation on the kernel card: ERLE >= 20 dB, near-end correlation >= 0.9"
 accel=$(cat $S/accel 2>/dev/null || echo unknown)
 if [ $rc = 0 ] && [ $mrc = 3 ]; then   # the box lost mic samples: nothing steady to cancel
-    soft 1 "$name" "the box loses microphone samples in hands-free on this slow guest ($accel; it used $cpu % of a core): the echo path is not steady" "$m; ${delay:-no delay measured}"
+    soft 1 "$name" "the box loses microphone samples in hands-free on this slow guest ($accel; it used $cpu % of a core): the echo path is not steady" "$m; $filled; ${delay:-no delay measured}"
 elif [ "$accel" = tcg ]; then
-    # Under TCG the box uses 60-90 % of a guest core in hands-free and loses its microphone's
-    # samples two periods at a time now and then, below the 100 ms that room.py calls lost:
-    # each loss puts the echo ahead of its reference for seconds (ERLE 1-6 dB over a run,
-    # 32-43 dB between losses). Gating there would gate on the emulator; KVM or a Pi gates.
+    # Under TCG the box uses 55-98 % of a guest core in hands-free and its capture overruns
+    # (PortAudio's ALSA buffer is two 20 ms periods): 20-70 ms lost each time, 15 to 400
+    # times a run. Silence stands in for them (InputGaps: the echo stays behind its reference)
+    # but each is measured only to a few samples (snd-aloop's pointer moves in 4 ms ticks) and
+    # the filter re-adapts for about a second. Gating there would gate on the emulator's load.
     [ $rc = 0 ] && [ $mrc = 0 ]
-    soft $? "$name" "under TCG the box's microphone is not steady in hands-free (it used $cpu % of a core): proven only where the guest runs at full speed (KVM, a Pi)" "$m; ${delay:-no delay measured}"
+    soft $? "$name" "under TCG the box's microphone is not steady in hands-free (it used $cpu % of a core): proven only where the guest runs at full speed (KVM, a Pi)" "$m; $filled; ${delay:-no delay measured}"
 else
-    [ $rc = 0 ] && [ $mrc = 0 ]; ok $? "$name" "$m; ${delay:-no delay measured}"
+    [ $rc = 0 ] && [ $mrc = 0 ]; ok $? "$name" "$m; $filled; ${delay:-no delay measured}"
 fi
 rt POST '/echo?on=0' > /dev/null; rt POST '/answer?freq=660&seconds=1.5' > /dev/null
 sed -i 's/^  mode: hands_free/  mode: push_to_talk/' /etc/appliance/config.yaml
