@@ -135,14 +135,19 @@ if [ ! -e "$IMG/.done" ]; then
     T=$IMG.tmp/tree
     cp -a "$R" "$T"; rm -f "$T/.done" "$T/.build-console.log"
     cp "$here/guest-setup.sh" "$T/tmp/guest-setup.sh"
+    # It runs from /run (a copy), so that nothing on / is open at the end and the filesystem is
+    # left clean (remounted read-only), not to be recovered from its journal at every boot.
     cat > "$T/vmsetup-init" <<'EOF'
 #!/bin/sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
-mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /run
+if [ "$0" != /run/vmsetup-init ]; then
+    mount -t proc proc /proc; mount -t sysfs sysfs /sys 2>/dev/null
+    mount -t devtmpfs devtmpfs /dev 2>/dev/null; mount -t tmpfs tmpfs /run
+    cp "$0" /run/vmsetup-init; exec /bin/sh /run/vmsetup-init
+fi
 if bash /tmp/guest-setup.sh; then ok=1; else ok=0; fi
 rm -f /tmp/guest-setup.sh /vmsetup-init
-sync; mount -o remount,ro /; sync
+sync; mount -o remount,ro / && echo "read-only: clean"; sync
 [ $ok = 1 ] && echo "VMSETUP-OK" || echo "VMSETUP-FAIL"
 EOF
     chmod 755 "$T/vmsetup-init"
