@@ -113,21 +113,38 @@ class SoundCard:
     def __init__(self, alsa: VirtualAlsa, period_s: float) -> None:
         self.alsa, self.period_s = alsa, period_s
         self.stop = threading.Event()
-        self.cpu_s = 0.0
-        self._lock = threading.Lock()
+        self._spent: dict[int, float] = {}  # each harness thread's CPU seconds so far
         rng = np.random.default_rng(3)
         self.speech = (rng.standard_normal(DEVICE_RATE) * 3000).astype(np.int16)
+        self._threads = [threading.Thread(target=self.feed), threading.Thread(target=self.drain)]
+
+    def start(self) -> SoundCard:
+        """Play the card: the microphone fed and the speaker drained, each in its own thread."""
+        for t in self._threads:
+            t.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the harness threads have used so far (as of their last period): read at
+        both ends of a window and subtracted, so what they did outside it does not count."""
+        return sum(self._spent.values())
 
     def _paced(self, step) -> None:
         start, n = time.monotonic(), 0
+        me = threading.get_ident()
         while not self.stop.is_set():
             delay = start + n * self.period_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             step(n)
             n += 1
-        with self._lock:
-            self.cpu_s += time.thread_time()
+            self._spent[me] = time.thread_time()
 
     def feed(self) -> None:
         """The microphone: a period on schedule; a stopped stream hears nothing, so what finds
@@ -153,10 +170,7 @@ class SoundCard:
 def device_baseline(alsa: VirtualAlsa, period_ms: int, seconds: float) -> float:
     """CPU-ms per minute of PortAudio and these virtual devices alone: the same full-duplex
     streams, same pacing, with callbacks that do nothing (the sound card's share, not ours)."""
-    card = SoundCard(alsa, period_ms / 1000)
-    threads = [threading.Thread(target=card.feed), threading.Thread(target=card.drain)]
-    for t in threads:
-        t.start()
+    card = SoundCard(alsa, period_ms / 1000).start()
     frames = DEVICE_RATE * period_ms // 1000
     silence = bytes(2 * frames)
     pa = alsa.pyaudio()
@@ -180,17 +194,16 @@ def device_baseline(alsa: VirtualAlsa, period_ms: int, seconds: float) -> float:
             stream_callback=lambda d, n, t, s: (silence[: 2 * n], pyaudio.paContinue),
         ),
     ]
-    cpu_start, wall_start = time.process_time(), time.monotonic()
+    cpu_start, card_start, wall_start = time.process_time(), card.cpu_s, time.monotonic()
     time.sleep(seconds)
     cpu, wall = time.process_time() - cpu_start, time.monotonic() - wall_start
+    card_cpu = card.cpu_s - card_start
     for stream in streams:
         stream.stop_stream()
         stream.close()
     pa.terminate()
-    card.stop.set()
-    for t in threads:
-        t.join()
-    return (cpu - card.cpu_s) * 1000 / wall * 60
+    card.close()
+    return (cpu - card_cpu) * 1000 / wall * 60
 
 
 async def until(predicate, wait_s: float = 3.0) -> bool:
@@ -209,10 +222,7 @@ async def unwrapped_run(alsa: VirtualAlsa, config: AudioConfig, seconds: float, 
     Then ``presses`` times: the microphone rests (stream stopped), then listens again, as a
     press does; each start's press -> first captured sample (Capture.press_to_capture_ms).
     """
-    card = SoundCard(alsa, config.period_ms / 1000)
-    threads = [threading.Thread(target=card.feed), threading.Thread(target=card.drain)]
-    for t in threads:
-        t.start()
+    card = SoundCard(alsa, config.period_ms / 1000).start()
     capture = Capture(config)
     playback = Playback(config, source_rate=SOURCE_RATE)
     await capture.start()
@@ -224,13 +234,14 @@ async def unwrapped_run(alsa: VirtualAlsa, config: AudioConfig, seconds: float, 
             pass
 
     consumer = asyncio.create_task(consume())
-    cpu_start, wall_start = time.process_time(), time.monotonic()
+    cpu_start, card_start, wall_start = time.process_time(), card.cpu_s, time.monotonic()
     for i in range(int(seconds / DELTA_EVERY_S)):
         await asyncio.sleep(DELTA_EVERY_S)
         playback.play_answer(f"item{i}", tone)
         playback.end_answer(f"item{i}")
     await asyncio.sleep(0.3)
     wall, cpu = time.monotonic() - wall_start, time.process_time() - cpu_start
+    card_cpu = card.cpu_s - card_start  # not the presses after the window
     press_ms: list[float] = []
     for _ in range(presses):
         capture.listen(False)
@@ -243,10 +254,8 @@ async def unwrapped_run(alsa: VirtualAlsa, config: AudioConfig, seconds: float, 
     consumer.cancel()
     await capture.stop()
     await playback.stop()
-    card.stop.set()
-    for t in threads:
-        t.join()
-    return (cpu - card.cpu_s) * 1000 / wall * 60, press_ms
+    card.close()
+    return (cpu - card_cpu) * 1000 / wall * 60, press_ms
 
 
 def pct(values: list[float], q: float) -> float:
@@ -265,10 +274,7 @@ async def measure(seconds: float, period_ms: int, rounds: int = 3, round_s: floa
         volume=1.0,
         sounds=False,
     )
-    card = SoundCard(alsa, period_ms / 1000)
-    threads = [threading.Thread(target=card.feed), threading.Thread(target=card.drain)]
-    for t in threads:
-        t.start()
+    card = SoundCard(alsa, period_ms / 1000).start()
     capture = Capture(config, pa_factory=timing_pyaudio(timings))
     playback = Playback(config, source_rate=SOURCE_RATE, pa_factory=timing_pyaudio(timings))
     await capture.start()
@@ -300,20 +306,19 @@ async def measure(seconds: float, period_ms: int, rounds: int = 3, round_s: floa
             playback.play_answer(f"item{i}", tone)
             playback.end_answer(f"item{i}")
 
-    cpu_start = time.process_time()
+    cpu_start, card_start = time.process_time(), card.cpu_s
     wall_start = time.monotonic()
     consumer = asyncio.create_task(consume())
     await answer()
     await asyncio.sleep(0.3)
     wall = time.monotonic() - wall_start
     cpu_total = time.process_time() - cpu_start
+    card_cpu = card.cpu_s - card_start
     consumer.cancel()
     # Streams first: a stream blocked on a pipe that nobody serves cannot close.
     await capture.stop()
     await playback.stop()
-    card.stop.set()
-    for t in threads:
-        t.join()
+    card.close()
     # The box and its floor in turns, each round both: this machine is shared, and a neighbour's
     # burst in one window must not decide the ratio. The medians are printed, and every round.
     boxes, floors, press_ms = [], [], []
@@ -331,7 +336,7 @@ async def measure(seconds: float, period_ms: int, rounds: int = 3, round_s: floa
         later = [x for x in timings.output_loud if x >= t]
         if later:
             playback_latency.append((later[0] - t) * 1000)
-    cpu_ms = (cpu_total - card.cpu_s) * 1000
+    cpu_ms = (cpu_total - card_cpu) * 1000
     callbacks = timings.input_us + timings.output_us
     return {
         "period_ms": period_ms,

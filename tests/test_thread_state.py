@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pyaudio
 import pytest
+from test_capture import until
 
 from appliance.audio import thread_state
 from appliance.audio.capture import Capture
@@ -46,15 +47,6 @@ def thread_states() -> int:
         n += 1
         ts = _api.PyThreadState_Next(ts)
     return n
-
-
-async def until(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def settled_states(expected: int, timeout: float = 3.0) -> int:
@@ -120,7 +112,7 @@ async def test_the_microphone_keeps_one_state_per_start_and_gives_it_back(virtua
             cap.listen(True)
             await listen_for(cap, 0.15)
             cap.listen(False)
-            assert await until(lambda: not cap.streaming)
+            assert await until(lambda: not cap.streaming, 3.0)
             await asyncio.sleep(0.05)
             # stopped: the callback thread is gone, and its state with it
             assert await settled_states(base) == base

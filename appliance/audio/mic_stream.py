@@ -34,14 +34,10 @@ from appliance.audio.devices import (
 from appliance.audio.echo_reference import InputGaps
 from appliance.audio.resample import SPEECH_QUALITY, StreamResampler
 from appliance.audio.ring import ChunkRing
-from appliance.audio.thread_state import ThreadStatePin
+from appliance.audio.thread_state import ThreadStatePin, unpin_wait_s
 from appliance.config.schema import AudioConfig
 
 CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn (after the API's) when input_rate is 0
-# A stop waits up to this many periods (at least _UNPIN_MIN_S: a loaded machine's callbacks come
-# late) for the callback to give its thread state back; a dead device's never comes.
-_UNPIN_PERIODS = 3
-_UNPIN_MIN_S = 0.25
 _CONTINUE = (None, pyaudio.paContinue)
 
 
@@ -93,7 +89,7 @@ class MicStream:
 
     def unpin(self) -> None:
         """(worker thread, before a stop) The callback thread gives its Python state back."""
-        self.pin.unpin(max(_UNPIN_MIN_S, _UNPIN_PERIODS * self.period / self.rate))
+        self.pin.unpin(unpin_wait_s(self.period / self.rate))
 
     def callback(self, in_data: bytes, frame_count: int, time_info: Any, status: int):
         """PortAudio's thread: keep the bytes; nothing else (once per start: tell the loop)."""

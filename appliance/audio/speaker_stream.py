@@ -44,7 +44,7 @@ from appliance.audio.devices import (
     pick_rate,
     quiet_stderr,
 )
-from appliance.audio.thread_state import ThreadStatePin
+from appliance.audio.thread_state import ThreadStatePin, unpin_wait_s
 from appliance.blocking import in_daemon_thread
 from appliance.config.schema import AudioConfig
 
@@ -61,10 +61,6 @@ _STABLE_S = 0.3  # a reopened stream must live this long before the device count
 _RETRY_GROWTH = 8  # retries back off from retry_s to this many times it
 _OPEN_TIMEOUT_S = 10.0  # PortAudio calls that take longer are given up on (a stuck device)
 _CLOSE_TIMEOUT_S = 2.0
-# A stop waits up to this many periods (at least _UNPIN_MIN_S: a loaded machine's callbacks come
-# late) for the callback to give its thread state back; a dead device's never comes.
-_UNPIN_PERIODS = 3
-_UNPIN_MIN_S = 0.25
 
 StateCallback = Callable[[str, "str | None"], None]
 
@@ -96,7 +92,7 @@ def _start_blocking(opened: OpenedStream, pin: ThreadStatePin, quiet: bool) -> N
 
 def _unpin(opened: OpenedStream, pin: ThreadStatePin) -> None:
     """Before a stop: the callback's thread gives its Python state back (a few periods)."""
-    pin.unpin(max(_UNPIN_MIN_S, _UNPIN_PERIODS * opened.frames_per_buffer / max(1, opened.rate)))
+    pin.unpin(unpin_wait_s(opened.frames_per_buffer / max(1, opened.rate)))
 
 
 def _abort_blocking(opened: OpenedStream, pin: ThreadStatePin) -> None:

@@ -28,6 +28,15 @@ import threading
 import weakref
 
 _LOCKED = 0  # PyGILState_LOCKED: what Ensure returns on a thread that holds the GIL already
+# A stop waits for the stream's next callback to give its state back: up to this many periods,
+# and at least UNPIN_MIN_S (a loaded machine's callbacks come late); a dead device's never comes.
+UNPIN_PERIODS = 3
+UNPIN_MIN_S = 0.25
+
+
+def unpin_wait_s(period_s: float) -> float:
+    """How long a stop of a stream with ``period_s`` periods waits for its last callback."""
+    return max(UNPIN_MIN_S, UNPIN_PERIODS * period_s)
 
 
 def _c_api() -> tuple | None:
