@@ -3,7 +3,7 @@
 Nothing is mocked: PyAudio, PortAudio (its callback thread included) and alsa-lib are the real
 libraries; the devices are ALSA ``file`` plugins instead of a sound card. Two things differ
 from a sound card. A file-backed device (``mic``) has no clock and runs hundreds of times faster
-than real time, so those tests give Capture a large ring (``ring_s=60``) and drain it often
+than real time, so those tests give Capture a large ring (``ring_s=600``) and drain it often
 (``drain_s``). The paced named-pipe device (``mic_fifo``) delivers in real time as a card does,
 but a pipe keeps what was written while the stream was stopped (a card's buffer starts empty at
 each start): :class:`Mouth` writes it like a microphone, dropping its silence when nobody reads.
@@ -33,7 +33,10 @@ from appliance.audio.devices import PORTAUDIO_LOCK
 from appliance.audio.resample import resample_all, to_mono
 from appliance.config.schema import AudioConfig
 
-RING_S = 60.0  # see the module docstring: file-backed devices outrun any real-time ring
+# See the module docstring: file-backed devices outrun any real-time ring. A slow moment of a
+# loaded machine filled a 60 s ring (CI: the stereo test read only the zero padding). The ring
+# is a deque of chunks, filled only as far as the device runs ahead: ten minutes costs nothing.
+RING_S = 600.0
 FAST_DRAIN_S = 0.005
 LOGGER = "appliance.audio.capture"
 
@@ -153,10 +156,7 @@ async def test_exact_samples_at_24000(virtual_alsa, period_ms):
     sig = signal(12000)  # 0.5 s
     virtual_alsa.set_mic(sig)
     config = AudioConfig(input_device="mic", input_rate=0, period_ms=period_ms)
-    # The file-backed device is unpaced: after the signal it produces zero padding as fast as it
-    # can, and a slow moment of a loaded machine filled even a 60 s ring (1 run in 6), dropping
-    # the signal itself. Ten minutes of ring: a deque of chunks, filled only as far as it runs.
-    async with Capture(config, ring_s=10 * RING_S, drain_s=FAST_DRAIN_S) as cap:
+    async with Capture(config, ring_s=RING_S, drain_s=FAST_DRAIN_S) as cap:
         assert (cap.state, cap.error) == ("running", "")
         assert (cap.device_name, cap.device_rate, cap.channels) == ("mic", 24000, 1)
         out, sizes = await collect(cap, len(sig) + 4800)
@@ -194,6 +194,7 @@ async def test_the_api_rate_is_opened_when_the_device_has_it(virtual_alsa):
     async with Capture(config, ring_s=RING_S, drain_s=FAST_DRAIN_S, api_rate=44100) as cap:
         assert cap.device_rate == 44100
         out, _ = await collect(cap, len(sig))
+        assert cap.overruns == 0, "the test read too late"
     assert out[: len(sig)].tobytes() == sig.tobytes()
 
 
@@ -206,6 +207,7 @@ async def test_stereo_is_downmixed(virtual_alsa):
     async with Capture(config, channels=2, ring_s=RING_S, drain_s=FAST_DRAIN_S) as cap:
         assert (cap.channels, cap.device_rate) == (2, 24000)
         out, _ = await collect(cap, len(left))
+        assert cap.overruns == 0, "the test read too late"
     assert out[: len(left)].tobytes() == to_mono(stereo).tobytes()
 
 
