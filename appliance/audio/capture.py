@@ -368,7 +368,7 @@ class Capture:
             if len(tail):
                 out = np.concatenate([out, tail])
         if self.echo is not None and len(out):
-            out = self._cancel_echo(out, arrived)
+            out = self._cancel_echo(out, arrived, active.captured_end())
         return out.astype(_PCM16, copy=False).tobytes()
 
     def _note_losses(self, active: MicStream) -> None:
@@ -396,12 +396,14 @@ class Capture:
         self._losses_noted_at = now
         pending[:] = [0, 0, 0]
 
-    def _cancel_echo(self, out: np.ndarray, arrived: float) -> np.ndarray:
+    def _cancel_echo(self, out: np.ndarray, arrived: float, captured: float) -> np.ndarray:
         """(echo cancellation) ``out`` minus the echo of what the speaker played meanwhile.
-        The chunk's last sample reached the callback about when its last callback ran."""
+        The chunk's last sample was captured at ``captured`` (PortAudio's stamp, 0 if none) and
+        reached the callback about when its last callback ran (``arrived``)."""
         canceller, tap = self.echo  # type: ignore[misc]
         tap.set_input_latency(self._port.input_latency_s)
-        return canceller.process(out, tap.read(len(out), arrived or time.monotonic()))
+        far = tap.read(len(out), arrived or time.monotonic(), captured)
+        return canceller.process(out, far)
 
     def _first_audio(self, active: MicStream, at: float) -> None:
         """(loop thread, once per start, from the callback) The started stream delivers."""

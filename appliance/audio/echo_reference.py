@@ -12,12 +12,19 @@ How it is wired::
 The playback side only copies into an SPSC :class:`SampleRing` and stores (time, frames fed
 so far); it never blocks (the ring's lock guards one memcpy) and never allocates beyond that.
 
-Alignment. A frame handed to the device by the output callback at time ``t_cb`` is heard
-about ``output latency`` later (PortAudio's ``get_output_latency()``: the buffers between the
-callback and the DAC). A mic sample captured at time ``t`` reaches the input callback about
-``input latency`` later (``get_input_latency()``). So for a mic chunk whose last sample reached
-the capture callback at ``t_in``, the far end that was playing when it was captured is the
-frame that became audible at ``t_in - input_latency``: the frame handed at
+Alignment. Best by PortAudio's own stamps: an output callback's ``output_buffer_dac_time``
+says when its first frame will be heard, an input callback's ``input_buffer_adc_time`` when its
+first frame was captured, both on PortAudio's clock (ALSA: the devices' status timestamps, taken
+when the pointers were read). For a mic chunk whose last sample was captured at ``t``, the far
+end that was playing then is the frame that became audible at ``t``. Neither stamp moves with
+the callbacks' own lateness, so a capture buffer that holds a quarter second (the box's
+hands-free headroom, mic_stream.py) or a starved callback thread does not move the reference.
+
+Without both stamps (a backend that gives 0, a test's simulated stream) the callbacks' arrival
+times stand in: a frame handed to the device by the output callback at time ``t_cb`` is heard
+about ``output latency`` later (PortAudio's ``get_output_latency()``), and a mic sample captured
+at ``t`` reaches the input callback about ``input latency`` later (``get_input_latency()``), so
+the frame audible when the chunk's last sample was captured was handed at
 ``t_in - input_latency - output_latency``. The position of that frame is extrapolated from
 the last feed's (time, count) at the device rate and mapped to 24 kHz.
 
@@ -86,7 +93,8 @@ class ReferenceTap:
         self._ring: SampleRing | None = None
         self._gen = 0  # a new stream: the reader starts again
         self._fed = 0  # frames fed so far (callback)
-        self._last: tuple[float, int, int] | None = None  # (time, frames fed after, frames)
+        # (time, frames fed after, frames, PortAudio's DAC time of its first frame or 0)
+        self._last: tuple[float, int, int, float] | None = None
         # the capture side
         self.input_latency_s = 0.0
         self._reader_gen = -1
@@ -98,6 +106,7 @@ class ReferenceTap:
         self._next: int | None = None  # 24 kHz position of the next sample to hand out
         self._error = 0.0  # smoothed (timing - counting), samples at 24 kHz
         self.resyncs = 0  # anchors after the first
+        self.by_stamps = False  # the last target came from PortAudio's stamps (not arrival)
 
     # ---- playback side -----------------------------------------------------------------------
 
@@ -110,15 +119,16 @@ class ReferenceTap:
         self._last = None
         self._gen += 1
 
-    def feed(self, frames: np.ndarray) -> None:
-        """(the output callback) ``frames``: int16 mono, exactly what goes to the device."""
+    def feed(self, frames: np.ndarray, dac_time: float = 0.0) -> None:
+        """(the output callback) ``frames``: int16 mono, exactly what goes to the device;
+        ``dac_time``: when its first frame is heard (PortAudio's stamp), 0 if unknown."""
         ring = self._ring
         if ring is None:
             return
         ring.write(frames)
         n = len(frames)
         self._fed += n
-        self._last = (self.clock(), self._fed, n)
+        self._last = (self.clock(), self._fed, n, dac_time)
 
     # ---- capture side ------------------------------------------------------------------------
 
@@ -153,19 +163,27 @@ class ReferenceTap:
             out = resampler.process(frames)
             self._buf = np.concatenate([self._buf, out]) if len(self._buf) else out
 
-    def _target(self, captured_at: float) -> int | None:
-        """24 kHz position of the far end audible at ``captured_at`` (+ the lead), by timing."""
+    def _target(self, delivered_at: float, captured_at: float) -> int | None:
+        """24 kHz position of the far end audible when the chunk's last sample was captured
+        (+ the lead), by PortAudio's stamps if both sides have them, else by arrival."""
         last = self._last
         if last is None or not self.device_rate:
             return None
-        t_cb, fed, n = last
-        audible_from = t_cb + self.output_latency_s  # frame fed - n is heard then
-        frame = fed - n + (captured_at - audible_from) * self.device_rate
+        t_cb, fed, n, dac = last
+        self.by_stamps = captured_at > 0 and dac > 0
+        if self.by_stamps:  # both on PortAudio's clock
+            at, audible_from = captured_at, dac
+        else:
+            at, audible_from = delivered_at - self.input_latency_s, t_cb + self.output_latency_s
+        frame = fed - n + (at - audible_from) * self.device_rate  # frame fed - n: audible_from
         return round(frame * self.out_rate / self.device_rate) + self.lead
 
-    def read(self, n: int, delivered_at: float | None = None) -> np.ndarray:
+    def read(
+        self, n: int, delivered_at: float | None = None, captured_at: float = 0.0
+    ) -> np.ndarray:
         """``n`` far-end samples at 24 kHz for the mic chunk of ``n`` samples whose last
-        sample reached the capture callback at ``delivered_at`` (monotonic; default now).
+        sample reached the capture callback at ``delivered_at`` (monotonic; default now) and
+        was captured at ``captured_at`` (PortAudio's clock, from the ADC stamps; 0 if unknown).
         Silence where nothing was played (or the playback side is closed)."""
         if n <= 0:
             return _EMPTY.copy()
@@ -175,12 +193,14 @@ class ReferenceTap:
             self._start_reader()
         self._pull()
         at = self.clock() if delivered_at is None else delivered_at
-        target = self._target(at - self.input_latency_s)
+        stamped = self.by_stamps
+        target = self._target(at, captured_at)
         if target is not None:
             target -= n  # the chunk's first sample
             if self._next is None:
                 self._next = target
-            elif abs(target - self._next) > self.jump:  # a gap (paused, stalled): at once
+            elif abs(target - self._next) > self.jump or self.by_stamps != stamped:
+                # a gap (paused, stalled), or the stamps came or went: at once
                 self._next = target
                 self._error = 0.0
                 self.resyncs += 1

@@ -77,6 +77,13 @@ class MicStream:
         self.start_called_at = 0.0  # (worker thread) when Pa_StartStream was last called
         self.last_callback = 0.0  # (echo cancellation only) monotonic time of the last callback
         self.gaps = InputGaps(rate, 2 * channels)  # (echo cancellation only) lost samples
+        # (echo cancellation only) frames appended to the ring so far, silence included, the
+        # bytes the full ring dropped, and (PortAudio's capture time of the end of the last
+        # appended buffer, the frames appended then): where the loop's chunk ends in the room's
+        # time, however late the callback ran (see captured_end)
+        self.appended = 0
+        self.dropped_bytes = 0
+        self.captured: tuple[float, int] | None = None
         self._loop = loop
         self._first_audio = first_audio
         self._append = self.ring.append
@@ -105,14 +112,36 @@ class MicStream:
         PortAudio lost some (an overflow): silence of the lost length goes first (InputGaps)."""
         now = time.monotonic()
         adc = time_info.get("input_buffer_adc_time", 0.0) if time_info else 0.0
-        for chunk in self.gaps.process(in_data, adc, frame_count, status, now, self._armed):
+        if self._armed:
+            self.captured = None
+        chunks = self.gaps.process(in_data, adc, frame_count, status, now, self._armed)
+        ring = self.ring
+        for chunk in chunks:
+            if len(ring) == ring.max_chunks:  # the oldest goes: counted as taken
+                with contextlib.suppress(IndexError):
+                    self.dropped_bytes += len(ring.oldest)
             self._append(chunk)
+            self.appended += len(chunk) // self.gaps.frame_bytes
+        if adc > 0 and chunks and chunks[-1] is in_data:  # (not when InputGaps holds it)
+            self.captured = (adc + frame_count / self.rate, self.appended)  # one atomic store
         self.last_callback = now
         if self._armed:
             self._first(now)
         if self.pin.attend:
             self.pin.service()
         return _CONTINUE
+
+    def captured_end(self) -> float:
+        """(loop thread, after a take) PortAudio's capture time of the end of what the ring
+        gave so far (0 if unknown). The callback may have appended more since its last stamp,
+        or stamped frames not taken yet: both are counted from the stamp at the stream's rate,
+        which holds because silence stands in for lost frames (InputGaps)."""
+        captured = self.captured
+        if captured is None:
+            return 0.0
+        end, count = captured
+        taken = (self.ring.taken_bytes + self.dropped_bytes) // self.gaps.frame_bytes
+        return end - (count - taken) / self.rate
 
     def _first(self, now: float) -> None:
         self._armed = False

@@ -333,7 +333,9 @@ class Playback:
                 np.rint(f, out=f)
                 out[:n] = f
             if self._tap is not None:  # echo cancellation: a copy into its ring, never blocks
-                self._tap.feed(out)
+                # and when PortAudio says its first frame is heard (its stamp, 0 without one)
+                dac = time_info.get("output_buffer_dac_time", 0.0) if time_info else 0.0
+                self._tap.feed(out, dac)
             return out.tobytes(), _PA_CONTINUE
         except Exception:
             self.callback_errors += 1

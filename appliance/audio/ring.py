@@ -35,13 +35,20 @@ class ChunkRing:
     def __init__(self, max_chunks: int) -> None:
         if max_chunks <= 0:
             raise ValueError("max_chunks must be positive")
+        self.max_chunks = max_chunks
         self._chunks: deque[bytes] = deque(maxlen=max_chunks)
         self.append = self._chunks.append  # the producer's only call
         self.overruns = 0
         self.taken = 0  # chunks taken or cleared so far (the consumer's side)
+        self.taken_bytes = 0  # their bytes
 
     def __len__(self) -> int:
         return len(self._chunks)
+
+    @property
+    def oldest(self) -> bytes:
+        """The chunk a full ring drops at the next append (IndexError if empty)."""
+        return self._chunks[0]
 
     @property
     def newest(self) -> bytes | None:
@@ -62,13 +69,15 @@ class ChunkRing:
         popleft = chunks.popleft  # exactly n: what the callback appends meanwhile stays
         taken = [popleft() for _ in range(n)]
         self.taken += n
-        return taken[0] if n == 1 else b"".join(taken)
+        data = taken[0] if n == 1 else b"".join(taken)
+        self.taken_bytes += len(data)
+        return data
 
     def clear(self) -> int:
         """Drop everything; returns the number of chunks dropped."""
         n = len(self._chunks)
-        for _ in range(n):
-            self._chunks.popleft()
+        popleft = self._chunks.popleft
+        self.taken_bytes += sum(len(popleft()) for _ in range(n))
         self.taken += n
         return n
 
