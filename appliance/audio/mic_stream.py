@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,58 @@ from appliance.config.schema import AudioConfig
 
 CAPTURE_RATES = (24000, 48000, 44100, 16000)  # tried in turn (after the API's) when input_rate is 0
 _CONTINUE = (None, pyaudio.paContinue)
+# How much the device's capture buffer may hold before PortAudio loses samples, with echo
+# cancellation (hands-free: the mic runs for hours and a loss misaligns the canceller). PyAudio
+# asks for the device's "low" input latency, which ALSA devices give as two periods or less
+# (40 ms at 20 ms periods): any stall of the capture thread longer than that lost audio (a
+# starved VM lost 0.7-8 s of a 40 s hands-free run). On a card a larger buffer delays nothing: the
+# callback still runs as each period is captured; the buffer only keeps what came while the
+# thread was held up. What comes late then comes in a burst, which does not move the echo's
+# reference: it is placed by the buffers' ADC times, not by when the callback ran
+# (echo_reference.py). (Not in push-to-talk: over the tests' clockless file devices PortAudio
+# then reads ahead from the file in bursts, which is what a card cannot do.)
+INPUT_HEADROOM_S = 0.25
+
+log = logging.getLogger(__name__)
+
+
+class _PaDeviceInfo(ctypes.Structure):  # portaudio.h, PaDeviceInfo (structVersion 2)
+    _fields_ = [
+        ("structVersion", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("hostApi", ctypes.c_int),
+        ("maxInputChannels", ctypes.c_int),
+        ("maxOutputChannels", ctypes.c_int),
+        ("defaultLowInputLatency", ctypes.c_double),
+        ("defaultLowOutputLatency", ctypes.c_double),
+        ("defaultHighInputLatency", ctypes.c_double),
+        ("defaultHighOutputLatency", ctypes.c_double),
+        ("defaultSampleRate", ctypes.c_double),
+    ]
+
+
+def ask_input_headroom(pa: Any, index: int, seconds: float) -> bool:
+    """(PORTAUDIO_LOCK held) Make PyAudio's next open of input device ``index`` ask PortAudio for
+    a capture buffer of at least ``seconds``.
+
+    PyAudio has no latency argument: it passes the device's ``defaultLowInputLatency`` as the
+    suggested latency. That field lives in PortAudio's own device table (the same
+    ``libportaudio.so.2`` PyAudio is linked to) until the next ``Pa_Terminate``, so it is raised
+    there. Returns whether PyAudio now reports the raised figure; False leaves the device as it was.
+    """
+    try:
+        if pa.get_device_info_by_index(index)["defaultLowInputLatency"] >= seconds:
+            return True
+        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
+        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(_PaDeviceInfo)
+        info = get_info(index)
+        if not info or info.contents.structVersion != 2:
+            return False
+        info.contents.defaultLowInputLatency = seconds
+        return pa.get_device_info_by_index(index)["defaultLowInputLatency"] >= seconds
+    except (OSError, AttributeError, KeyError, ValueError) as exc:
+        log.debug("the capture buffer keeps PortAudio's default: %s", exc)
+        return False
 
 
 def port_audio_error(exc: BaseException) -> str:
@@ -197,6 +251,7 @@ class MicPort:
                 api_rate=self.api_rate,
                 **stream_args,
             )
+            headroom = timed and ask_input_headroom(pa, device.index, INPUT_HEADROOM_S)
             try:
                 with quiet_stderr():
                     active.stream = pa.open(
@@ -209,8 +264,13 @@ class MicPort:
                         stream_callback=active.timed_callback if timed else active.callback,
                         start=False,
                     )
-                    with contextlib.suppress(Exception):  # echo cancellation
-                        self.input_latency_s = float(active.stream.get_input_latency())
+                    # (echo cancellation, without ADC times) how late a sample reaches the
+                    # callback: with the headroom PortAudio reports the buffer's size, but a
+                    # sample waits a period unless the thread was held up
+                    self.input_latency_s = active.period / rate
+                    if not headroom:
+                        with contextlib.suppress(Exception):
+                            self.input_latency_s = float(active.stream.get_input_latency())
             except OSError as exc:
                 raise AudioDeviceError(
                     f"cannot open input device {device.index} {device.name!r} at {rate} Hz, "
