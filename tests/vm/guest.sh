@@ -357,20 +357,11 @@ echo "journal: $delay"
 m=$(py $S/src/tests/vm/room.py measure $O/room.npz $O/sent.pcm --json $O/echo.json); mrc=$?
 cat $O/echo.json; echo
 name="echo cancellation on the kernel card: ERLE >= 20 dB, near-end correlation >= 0.9"
-accel=$(cat $S/accel 2>/dev/null || echo unknown)
-if [ $rc = 0 ] && [ $mrc = 3 ]; then   # the box lost mic samples: nothing steady to cancel
-    soft 1 "$name" "the box loses microphone samples in hands-free on this slow guest ($accel; it used $cpu % of a core): the echo path is not steady" "$m; $filled; ${delay:-no delay measured}"
-elif [ "$accel" = tcg ]; then
-    # Under TCG the box uses 55-98 % of a guest core in hands-free and its capture overruns
-    # (PortAudio's ALSA buffer is two 20 ms periods): 20-70 ms lost each time, 15 to 400
-    # times a run. Silence stands in for them (InputGaps: the echo stays behind its reference)
-    # but each is measured only to a few samples (snd-aloop's pointer moves in 4 ms ticks) and
-    # the filter re-adapts for about a second. Gating there would gate on the emulator's load.
-    [ $rc = 0 ] && [ $mrc = 0 ]
-    soft $? "$name" "under TCG the box's microphone is not steady in hands-free (it used $cpu % of a core): proven only where the guest runs at full speed (KVM, a Pi)" "$m; $filled; ${delay:-no delay measured}"
-else
-    [ $rc = 0 ] && [ $mrc = 0 ]; ok $? "$name" "$m; $filled; ${delay:-no delay measured}"
-fi
+# Gating under TCG too: the guest's box uses 55-65 % of a core in hands-free and its capture
+# thread is held up now and then, but its capture buffer holds 250 ms (mic_stream.py) and the
+# reference is placed by the buffers' ADC/DAC times (echo_reference.py), so nothing is lost and
+# the echo stays where the canceller learnt it. (exit 3 from measure: the box lost samples.)
+[ $rc = 0 ] && [ $mrc = 0 ]; ok $? "$name" "$m; $filled; ${delay:-no delay measured}"
 rt POST '/echo?on=0' > /dev/null; rt POST '/answer?freq=660&seconds=1.5' > /dev/null
 sed -i 's/^  mode: hands_free/  mode: push_to_talk/' /etc/appliance/config.yaml
 systemctl restart appliance; wait_for 30 status_is "idle, connected"; echo "back to push-to-talk: $(show StatusText)"
