@@ -406,6 +406,7 @@ def capture_with_a_loss(
     late_ms: float = 0.0,
     output_latency: float = 0.0,
     stamped: bool = False,
+    underrun_ms: float = 0.0,
 ):
     """The echo-cancelling capture path (MicStream.timed_callback -> ring -> Capture._drain ->
     ReferenceTap + EchoCanceller) on a simulated clock: playback callbacks of 10 ms feed the
@@ -421,7 +422,11 @@ def capture_with_a_loss(
     a real clock would make this test as slow as the audio. Returns (the mic's echo, what the
     box sent, both by real time, the Capture)."""
     far = np.clip(speechlike(seconds, 5, 120) * 3000, -32768, 32767).astype(np.int16)
-    echo = np.convolve(far.astype(float), room(5, 30.0))[: len(far)]
+    # a speaker's underrun at loss_at: what plays from then on is heard underrun_ms later
+    ran_dry = round(loss_at * 100) if underrun_ms else len(far)  # the first 10 ms block after
+    gap = round(underrun_ms * RATE / 1000)
+    played = np.concatenate([far[: ran_dry * 240], np.zeros(gap, np.int16), far[ran_dry * 240 :]])
+    echo = np.convolve(played[: len(far)].astype(float), room(5, 30.0))[: len(far)]
     clock = FakeClock()
     tap = ReferenceTap(RATE, clock=clock)
     tap.open(RATE, output_latency)
@@ -439,7 +444,8 @@ def capture_with_a_loss(
         late = rng.uniform(0, most_s, len(times))
         return np.maximum.accumulate(np.asarray(times) + late)
 
-    heard = [k * 0.01 for k in range(len(far) // 240)]  # when each 10 ms of the far end plays
+    # when each 10 ms of the far end plays
+    heard = [k * 0.01 + (gap / RATE if k >= ran_dry else 0) for k in range(len(far) // 240)]
     # a speaker's callback later than its buffer lasts would be an underrun: not this test's
     handed = runs([h - output_latency for h in heard], min(late_ms / 1000, 0.8 * output_latency))
     events = list(zip(handed, [0] * len(heard), range(len(heard)), strict=True))
@@ -451,7 +457,7 @@ def capture_with_a_loss(
     for t, kind, k in sorted(events):
         clock.t = t
         if kind == 0:
-            tap.feed(far[k * 240 : (k + 1) * 240], heard[k] if stamped else 0.0)
+            tap.feed(far[k * 240 : (k + 1) * 240], heard[k] if stamped else 0.0, k == ran_dry)
         elif kind == 1:
             status = INPUT_OVERFLOW if k - 1 in lost else 0
             chunk = mic[k * period : (k + 1) * period].tobytes()
@@ -533,6 +539,25 @@ def test_the_reference_follows_the_stamps_not_the_callbacks():
     # (the first buffer's ADC time is 0 on this simulated clock, unstamped: one re-anchor)
     assert tap.by_stamps and tap.resyncs <= 1
     assert erle_db(echo, out, 5.0, 10.0) >= 20
+
+
+@needs_speex
+@pytest.mark.parametrize("underrun_ms", [30, 120])
+def test_a_speaker_underrun_is_silence_in_the_reference(underrun_ms):
+    """The speaker runs dry for 30-120 ms (a late answer, a starved thread): what it plays
+    after is heard that much later. PortAudio flags the next buffer (paOutputUnderflow) and its
+    DAC time says how late: silence of that length goes into the reference, which stays on the
+    echo without a re-anchor, and the filter keeps what it learnt (>= 20 dB in the next 1.5 s).
+    (Without the silence the reference is that much early until the timing re-anchors it, and
+    the filter learns the path again: 0.3-1.3 dB over those 1.5 s when this test was written.)"""
+    echo, out, cap = capture_with_a_loss(
+        0, stamped=True, output_latency=0.1, underrun_ms=underrun_ms
+    )
+    tap = cap.echo[1]
+    assert tap.silence_frames == underrun_ms * 24
+    assert tap.resyncs <= 1  # (the simulated clock's first unstamped buffer: see above)
+    assert erle_db(echo, out, 5.0, 7.0) >= 20
+    assert erle_db(echo, out, 7.0 + underrun_ms / 1000, 8.5) >= 20
 
 
 # ---- through real PortAudio over the virtual devices --------------------------------------

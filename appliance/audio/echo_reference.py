@@ -63,6 +63,7 @@ from appliance.audio.ring import SampleRing
 
 _EMPTY = np.zeros(0, dtype=np.int16)
 JUMP_S = 0.25  # timing and counting this far apart: re-anchor at once, not smoothed
+MAX_SILENCE_S = 1.0  # a longer silence after an underrun is left to the timing (re-anchored)
 
 
 class ReferenceTap:
@@ -92,7 +93,8 @@ class ReferenceTap:
         self.output_latency_s = 0.0
         self._ring: SampleRing | None = None
         self._gen = 0  # a new stream: the reader starts again
-        self._fed = 0  # frames fed so far (callback)
+        self._fed = 0  # frames fed so far (callback), silence for underruns included
+        self.silence_frames = 0  # of them, what stood in for the speaker's underruns
         # (time, frames fed after, frames, PortAudio's DAC time of its first frame or 0)
         self._last: tuple[float, int, int, float] | None = None
         # the capture side
@@ -119,12 +121,24 @@ class ReferenceTap:
         self._last = None
         self._gen += 1
 
-    def feed(self, frames: np.ndarray, dac_time: float = 0.0) -> None:
+    def feed(self, frames: np.ndarray, dac_time: float = 0.0, underflow: bool = False) -> None:
         """(the output callback) ``frames``: int16 mono, exactly what goes to the device;
-        ``dac_time``: when its first frame is heard (PortAudio's stamp), 0 if unknown."""
+        ``dac_time``: when its first frame is heard (PortAudio's stamp), 0 if unknown;
+        ``underflow``: PortAudio says the device ran dry before this buffer (paOutputUnderflow).
+
+        After an underflow the speaker was silent for a while that no frame accounts for: by
+        the stamps, that silence goes into the ring first, so that counting stays the room's
+        time (as InputGaps does for the mic). Without stamps the timing re-anchors it."""
         ring = self._ring
         if ring is None:
             return
+        last = self._last
+        if underflow and dac_time > 0 and last is not None and last[3] > 0:
+            gap = round((dac_time - last[3]) * self.device_rate) - last[2]
+            if 0 < gap <= self.device_rate * MAX_SILENCE_S:  # (allocates: after underruns only)
+                ring.write(np.zeros(gap, dtype=np.int16))
+                self._fed += gap
+                self.silence_frames += gap
         ring.write(frames)
         n = len(frames)
         self._fed += n

@@ -67,6 +67,7 @@ FADE_S = 0.005  # the longest fade-out at a flush or at the end of an answer
 EARCON_PREFIX = "earcon:"
 _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
 _PA_ABORT = 2  # pyaudio.paAbort
+_PA_OUTPUT_UNDERFLOW = 4  # pyaudio.paOutputUnderflow: the device ran dry before this buffer
 
 
 @functools.lru_cache(maxsize=8)
@@ -335,7 +336,7 @@ class Playback:
             if self._tap is not None:  # echo cancellation: a copy into its ring, never blocks
                 # and when PortAudio says its first frame is heard (its stamp, 0 without one)
                 dac = time_info.get("output_buffer_dac_time", 0.0) if time_info else 0.0
-                self._tap.feed(out, dac)
+                self._tap.feed(out, dac, bool(status & _PA_OUTPUT_UNDERFLOW))
             return out.tobytes(), _PA_CONTINUE
         except Exception:
             self.callback_errors += 1
