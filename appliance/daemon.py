@@ -640,6 +640,7 @@ class Appliance:
             "audio": {
                 "capture": _audio_figures(self.capture),
                 "playback": _audio_figures(self.playback),
+                "echo": _echo_figures(getattr(self.capture, "echo", None)),
                 "volume": self.playback.volume,
                 "card_changes": self.card_watch.changes,
                 # PortAudio thread states that outlived their thread (a stream that stopped
@@ -656,6 +657,23 @@ class Appliance:
 
 def _only_volume_changed(old: Config, new: Config) -> bool:
     return dataclasses.replace(old.audio, volume=new.audio.volume) == new.audio
+
+
+def _echo_figures(echo: tuple[EchoCanceller, ReferenceTap] | None) -> dict | None:
+    """The echo canceller's alignment (None without one): where it measured the echo, how far
+    it moved the reference, and how the reference is placed (audio/echo_reference.py)."""
+    if echo is None:
+        return None
+    canceller, tap = echo
+    delay = canceller.estimator.delay if canceller.estimator is not None else None
+    return {
+        "delay_ms": None if delay is None else round(delay * 1000 / canceller.rate, 1),
+        "shift_ms": round(canceller.shift * 1000 / canceller.rate, 1),
+        "realigns": canceller.realigns,
+        "resyncs": tap.resyncs,
+        "by_stamps": tap.by_stamps,  # PortAudio's ADC/DAC times (else the callbacks' arrival)
+        "speaker_silence_ms": round(tap.silence_frames * 1000 / (tap.device_rate or 1)),
+    }
 
 
 def _audio_figures(part: Any) -> dict:

@@ -46,6 +46,7 @@ HANDS_FREE = "conversation:\n  mode: hands_free\n  long_press_s: 0.5\n"
 async def test_hands_free_without_echo_cancellation_is_deaf_while_speaking(server, tmp_path):
     box = await start(server, tmp_path, HANDS_FREE, "conversing", echo_cancel="off")
     try:
+        assert (await box.status())["audio"]["echo"] is None
         assert "deaf while the box speaks" in box.log()
     finally:
         await stop(box)
@@ -71,6 +72,16 @@ async def test_hands_free_turns_mute_and_long_press(server, tmp_path):
                 lambda s, n=n: s["answered"] == n and s["state"] == "conversing", timeout=10
             )
         assert status["turns"] == 2 and status["last_turn"]["user"] == "Как дела?"
+        echo = status["audio"]["echo"]  # the canceller's alignment, for `appliance status`
+        assert set(echo) == {
+            "delay_ms",
+            "shift_ms",
+            "realigns",
+            "resyncs",
+            "by_stamps",
+            "speaker_silence_ms",
+        }
+        assert echo["realigns"] >= 0 and echo["speaker_silence_ms"] >= 0
         assert status["last_turn"]["assistant"].strip() == "Хорошо."
         assert len(server.sent_of("input_audio_buffer.speech_started")) == 2
         assert server.events_of("input_audio_buffer.commit") == []  # the server commits
