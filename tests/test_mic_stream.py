@@ -7,14 +7,14 @@ import ctypes
 
 import pyaudio
 
-from appliance.audio import mic_stream
+from appliance.audio import devices, mic_stream
 from appliance.audio.mic_stream import INPUT_HEADROOM_S, ask_input_headroom
 
 
 def set_low_input_latency(index: int, seconds: float) -> None:
     """Put PortAudio's table back as it was: it outlives this PyAudio if another one is alive."""
     get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
-    get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(mic_stream._PaDeviceInfo)
+    get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(devices._PaDeviceInfo)
     get_info(index).contents.defaultLowInputLatency = seconds
 
 

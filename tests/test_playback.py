@@ -698,3 +698,31 @@ async def test_the_rings_memory_goes_back_when_the_speaker_rests(alsa):
             await asyncio.sleep(0.02)
         assert not p.running and p.stops == 1
         assert resident_kb(p._ring) <= 8
+
+
+async def test_with_echo_cancellation_the_speaker_has_headroom(alsa):
+    """Hands-free (an echo reference tap) asks PortAudio for a 100 ms output buffer, so a
+    held-up callback thread does not let the device run dry; push-to-talk keeps PortAudio's
+    default low latency (a button barge-in stops what the device holds)."""
+    import ctypes
+
+    from appliance.audio import devices
+    from appliance.audio.echo_reference import ReferenceTap
+    from appliance.audio.playback import OUTPUT_HEADROOM_S
+
+    pa = pyaudio.PyAudio()  # keeps PortAudio's table alive: restored by hand below
+    index = alsa.index_of(pa, "speaker")
+    before = pa.get_device_info_by_index(index)["defaultLowOutputLatency"]
+    try:
+        latencies = {}
+        for name, tap in (("plain", None), ("tap", ReferenceTap())):
+            async with Playback(config(), source_rate=RATE, tap=tap) as p:
+                latencies[name] = p.latency_s
+        assert latencies["plain"] < 0.08
+        assert latencies["tap"] >= 0.8 * OUTPUT_HEADROOM_S > latencies["plain"]
+        assert tap.output_latency_s == latencies["tap"]  # the tap is told the buffer's size
+    finally:
+        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
+        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(devices._PaDeviceInfo)
+        get_info(index).contents.defaultLowOutputLatency = before
+        pa.terminate()

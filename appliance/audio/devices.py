@@ -16,6 +16,7 @@ and ALSA's probing chatter sent to the log at debug level; see :func:`quiet_stde
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -222,6 +223,47 @@ def open_pyaudio(factory: Callable[[], Any] | None = None) -> Any:
         factory = pyaudio.PyAudio
     with quiet_stderr():
         return factory()
+
+
+class _PaDeviceInfo(ctypes.Structure):  # portaudio.h, PaDeviceInfo (structVersion 2)
+    _fields_ = [
+        ("structVersion", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("hostApi", ctypes.c_int),
+        ("maxInputChannels", ctypes.c_int),
+        ("maxOutputChannels", ctypes.c_int),
+        ("defaultLowInputLatency", ctypes.c_double),
+        ("defaultLowOutputLatency", ctypes.c_double),
+        ("defaultHighInputLatency", ctypes.c_double),
+        ("defaultHighOutputLatency", ctypes.c_double),
+        ("defaultSampleRate", ctypes.c_double),
+    ]
+
+
+def ask_latency(pa: Any, index: int, seconds: float, *, output: bool) -> bool:
+    """(PORTAUDIO_LOCK held) Make PyAudio's next open of device ``index`` (its output side, or
+    its input side) ask PortAudio for a buffer of at least ``seconds``.
+
+    PyAudio has no latency argument: it passes the device's ``defaultLowInputLatency`` or
+    ``defaultLowOutputLatency`` as the suggested latency. Those fields live in PortAudio's own
+    device table (the same ``libportaudio.so.2`` PyAudio is linked to) until the next
+    ``Pa_Terminate``, so they are raised there. Returns whether PyAudio now reports the raised
+    figure; False leaves the device as it was.
+    """
+    field = "defaultLowOutputLatency" if output else "defaultLowInputLatency"
+    try:
+        if pa.get_device_info_by_index(index)[field] >= seconds:
+            return True
+        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
+        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(_PaDeviceInfo)
+        info = get_info(index)
+        if not info or info.contents.structVersion != 2:
+            return False
+        setattr(info.contents, field, seconds)
+        return pa.get_device_info_by_index(index)[field] >= seconds
+    except (OSError, AttributeError, KeyError, ValueError) as exc:
+        log.debug("device %d keeps PortAudio's default %s: %s", index, field, exc)
+        return False
 
 
 def _supported(pa: Any, index: int, kind: Kind, rate: int, channels: int = 1) -> bool:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +26,7 @@ from appliance.audio.devices import (
     PORTAUDIO_LOCK,
     AudioDeviceError,
     DeviceInfo,
+    ask_latency,
     find_device,
     open_pyaudio,
     pick_rate,
@@ -53,46 +52,11 @@ _CONTINUE = (None, pyaudio.paContinue)
 # then reads ahead from the file in bursts, which is what a card cannot do.)
 INPUT_HEADROOM_S = 0.25
 
-log = logging.getLogger(__name__)
-
-
-class _PaDeviceInfo(ctypes.Structure):  # portaudio.h, PaDeviceInfo (structVersion 2)
-    _fields_ = [
-        ("structVersion", ctypes.c_int),
-        ("name", ctypes.c_char_p),
-        ("hostApi", ctypes.c_int),
-        ("maxInputChannels", ctypes.c_int),
-        ("maxOutputChannels", ctypes.c_int),
-        ("defaultLowInputLatency", ctypes.c_double),
-        ("defaultLowOutputLatency", ctypes.c_double),
-        ("defaultHighInputLatency", ctypes.c_double),
-        ("defaultHighOutputLatency", ctypes.c_double),
-        ("defaultSampleRate", ctypes.c_double),
-    ]
-
 
 def ask_input_headroom(pa: Any, index: int, seconds: float) -> bool:
-    """(PORTAUDIO_LOCK held) Make PyAudio's next open of input device ``index`` ask PortAudio for
-    a capture buffer of at least ``seconds``.
-
-    PyAudio has no latency argument: it passes the device's ``defaultLowInputLatency`` as the
-    suggested latency. That field lives in PortAudio's own device table (the same
-    ``libportaudio.so.2`` PyAudio is linked to) until the next ``Pa_Terminate``, so it is raised
-    there. Returns whether PyAudio now reports the raised figure; False leaves the device as it was.
-    """
-    try:
-        if pa.get_device_info_by_index(index)["defaultLowInputLatency"] >= seconds:
-            return True
-        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
-        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(_PaDeviceInfo)
-        info = get_info(index)
-        if not info or info.contents.structVersion != 2:
-            return False
-        info.contents.defaultLowInputLatency = seconds
-        return pa.get_device_info_by_index(index)["defaultLowInputLatency"] >= seconds
-    except (OSError, AttributeError, KeyError, ValueError) as exc:
-        log.debug("the capture buffer keeps PortAudio's default: %s", exc)
-        return False
+    """(PORTAUDIO_LOCK held) The next open of input device ``index`` asks for a capture buffer
+    of at least ``seconds`` (devices.ask_latency)."""
+    return ask_latency(pa, index, seconds, output=False)
 
 
 def port_audio_error(exc: BaseException) -> str:

@@ -67,6 +67,12 @@ FADE_S = 0.005  # the longest fade-out at a flush or at the end of an answer
 EARCON_PREFIX = "earcon:"
 _PA_CONTINUE = 0  # pyaudio.paContinue (PortAudio's paContinue), without importing pyaudio here
 _PA_ABORT = 2  # pyaudio.paAbort
+# With echo cancellation (hands-free) the speaker's buffer holds this much: PortAudio's default
+# low latency on ALSA is two periods or so, and a callback thread held up longer lets the device
+# run dry: a gap in the answer, and a jump in the echo's path that the canceller must learn
+# again (a starved VM guest ran dry for 0.7 s of a 25 s answer). It costs a button barge-in up to
+# as much (what is in the device's buffer plays out); hands-free's voice barge-in is slower.
+OUTPUT_HEADROOM_S = 0.1
 _PA_OUTPUT_UNDERFLOW = 4  # pyaudio.paOutputUnderflow: the device ran dry before this buffer
 
 
@@ -128,6 +134,7 @@ class Playback:
         self._tap = tap
         self._device = SpeakerStream(
             config,
+            headroom_s=OUTPUT_HEADROOM_S if tap is not None else 0.0,
             source_rate=self.source_rate,
             callback=self._callback,
             on_open=self._install,

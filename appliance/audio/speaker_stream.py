@@ -39,6 +39,7 @@ from typing import Any
 from appliance.audio.devices import (
     PORTAUDIO_LOCK,
     AudioDeviceError,
+    ask_latency,
     find_device,
     open_pyaudio,
     pick_rate,
@@ -167,9 +168,12 @@ class SpeakerStream:
         on_rest: Callable[[], None] = lambda: None,
         pa_factory: Callable[[], Any] | None = None,
         on_state: StateCallback | None = None,
+        headroom_s: float = 0.0,
     ) -> None:
         self.config = config
         self.source_rate = source_rate
+        # the device's buffer asked for at least this long (0: PortAudio's default low latency)
+        self.headroom_s = headroom_s
         self._callback = callback
         self._on_open = on_open
         self._on_close = on_close
@@ -365,6 +369,8 @@ class SpeakerStream:
                 with quiet_stderr():  # ALSA's probing and a failed open's trace: debug lines
                     index, name, rate = _select_output(pa, self.config, self.source_rate)
                     fpb = max(1, round(rate * self.config.period_ms / 1000))
+                    if self.headroom_s:
+                        ask_latency(pa, index, self.headroom_s, output=True)
                     stream = pa.open(
                         rate=rate,
                         channels=1,
