@@ -86,16 +86,8 @@ def room_ir(delay_ms: float, tail_ms: float, seed: int = 1) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     ir = room_ir(args.delay_ms, args.tail_ms)
-    fmt = ["-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1"]
-    buffers = ["--period-time=20000", "--buffer-time=500000"]
-    rec = subprocess.Popen(["arecord", "-q", "-D", DEVICE, *fmt, *buffers], stdout=subprocess.PIPE)
-    # aplay starts once 120 ms are queued (by default it waits for a full buffer: 0.5 s more
-    # of delay); the silence written first is that margin.
-    play = subprocess.Popen(
-        ["aplay", "-q", "-D", DEVICE, *fmt, *buffers, "--start-delay=120000"],
-        stdin=subprocess.PIPE,
-    )
-    assert rec.stdout is not None and play.stdin is not None
+    # Everything that takes time before the devices open: what arecord queues meanwhile would
+    # stay in the room's path for good (the echo then came 240-480 ms after the reference).
     voices = Path(args.voices) if args.voices else None
     if voices is not None and (voices / "near.wav").exists():  # espeak-ng, as bench/echo.py
         question = voice(voices / "question.wav", args.near_dbfs)
@@ -107,6 +99,17 @@ def run(args: argparse.Namespace) -> int:
     history = np.zeros(len(ir) - 1)
     nfft = 1 << int(np.ceil(np.log2(len(ir) - 1 + STEP)))
     ir_f = np.fft.rfft(ir, nfft)
+    fmt = ["-t", "raw", "-f", "S16_LE", "-r", str(RATE), "-c", "1"]
+    buffers = ["--period-time=20000", "--buffer-time=500000"]
+    # aplay starts once 120 ms are queued (by default it waits for a full buffer: 0.5 s more
+    # of delay); the silence written first is that margin. It is started first: arecord's
+    # capture, once started, queues whatever comes before the loop reads it.
+    play = subprocess.Popen(
+        ["aplay", "-q", "-D", DEVICE, *fmt, *buffers, "--start-delay=120000"],
+        stdin=subprocess.PIPE,
+    )
+    rec = subprocess.Popen(["arecord", "-q", "-D", DEVICE, *fmt, *buffers], stdout=subprocess.PIPE)
+    assert rec.stdout is not None and play.stdin is not None
     played, echoes, nears, mics = [], [], [], []
     # schedule, in chunks: the question at 0.5 s; the answer's start is found by its sound
     k, answer_at, quiet_since, loud_n = 0, None, None, 0
