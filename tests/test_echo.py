@@ -397,7 +397,7 @@ def test_the_loops_chunk_ends_where_its_stamp_says():
     assert stream.captured_end() == pytest.approx(10 + (6 + stream.ring.max_chunks + 8) * 0.02)
 
 
-def capture_with_a_loss(
+def capture_on_a_simulated_clock(
     lost_ms: float,
     step_ms: float = 0.0,
     seconds: float = 10.0,
@@ -486,7 +486,7 @@ def test_lost_mic_samples_do_not_let_the_echo_through(lost_ms):
     stays aligned, and the echo is cancelled as well as before within a quarter second: 24 dB
     over the next 1.25 s (without the stand-in: 0-2 dB, the echo before its reference until
     the timing re-anchors it and the filter learns again, 2-3 s; as in the VM under TCG)."""
-    echo, out, cap = capture_with_a_loss(lost_ms)
+    echo, out, cap = capture_on_a_simulated_clock(lost_ms)
     assert cap.dropped_frames == lost_ms * 24
     before = erle_db(echo, out, 5.0, 7.0)  # speex has converged (about 4 s)
     after = erle_db(echo, out, 7.0 + lost_ms / 1000 + 0.25, 8.5)
@@ -501,7 +501,7 @@ def test_lost_mic_samples_with_a_coarse_pointer(lost_ms):
     silence is the loss to within a millisecond (the least of 10 buffers' times), and the echo
     path is the filter's again 1.5 s later: 17-33 dB (without the stand-in: 1-5 dB). Not to
     the sample: a few samples off, speex re-adapts for about a second (see the report)."""
-    echo, out, cap = capture_with_a_loss(lost_ms, step_ms=4.0)
+    echo, out, cap = capture_on_a_simulated_clock(lost_ms, step_ms=4.0)
     assert abs(cap.dropped_frames - lost_ms * 24) <= 24
     after = erle_db(echo, out, 7.0 + 1.5, 9.0)
     assert after >= 12, f"{after:.1f} dB 1.5 s after losing {lost_ms} ms"
@@ -534,7 +534,7 @@ def test_the_reference_follows_the_stamps_not_the_callbacks():
     handed over. By PortAudio's stamps (ADC and DAC times) the reference stays where the echo
     is: >= 20 dB once speex has converged. (By the callbacks' arrival it moves by up to 200 ms
     from chunk to chunk: 0-3 dB, measured when this test was written.)"""
-    echo, out, cap = capture_with_a_loss(0, late_ms=200, output_latency=0.1, stamped=True)
+    echo, out, cap = capture_on_a_simulated_clock(0, late_ms=200, output_latency=0.1, stamped=True)
     tap = cap.echo[1]
     # (the first buffer's ADC time is 0 on this simulated clock, unstamped: one re-anchor)
     assert tap.by_stamps and tap.resyncs <= 1
@@ -550,7 +550,7 @@ def test_a_speaker_underrun_is_silence_in_the_reference(underrun_ms):
     echo without a re-anchor, and the filter keeps what it learnt (>= 20 dB in the next 1.5 s).
     (Without the silence the reference is that much early until the timing re-anchors it, and
     the filter learns the path again: 0.3-1.3 dB over those 1.5 s when this test was written.)"""
-    echo, out, cap = capture_with_a_loss(
+    echo, out, cap = capture_on_a_simulated_clock(
         0, stamped=True, output_latency=0.1, underrun_ms=underrun_ms
     )
     tap = cap.echo[1]
