@@ -684,6 +684,7 @@ def _audio_figures(part: Any) -> dict:
         "device_rate",
         "overruns",
         "underruns",
+        "device_underruns",
         "dropped_frames",
         "cut_frames",
         "callbacks",

@@ -726,3 +726,16 @@ async def test_with_echo_cancellation_the_speaker_has_headroom(alsa):
         get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(devices._PaDeviceInfo)
         get_info(index).contents.defaultLowOutputLatency = before
         pa.terminate()
+
+
+def test_a_device_underrun_is_counted():
+    """PortAudio flags the buffer after the device ran dry (paOutputUnderflow): counted for
+    the status, whatever was playing. (The callback is called directly: the virtual devices
+    never run dry, their writer blocks instead.)"""
+    p = Playback(config(), source_rate=RATE)
+    gen = p._device.gen
+    p._callback(gen, None, 480, {}, 0)
+    assert p.device_underruns == 0
+    p._callback(gen, None, 480, {}, pyaudio.paOutputUnderflow)
+    p._callback(gen, None, 480, {}, pyaudio.paOutputUnderflow | pyaudio.paOutputOverflow)
+    assert p.device_underruns == 2 and p.callback_errors == 0

@@ -154,6 +154,9 @@ class Playback:
         self.callbacks = 0  # callback
         self.callback_errors = 0  # callback
         self.underruns = 0  # callback: an answer ran dry while playing (each is one gap)
+        # callback: the DEVICE ran dry (PortAudio's paOutputUnderflow: the callback thread was
+        # held up longer than the device's buffer lasts), whatever was playing
+        self.device_underruns = 0
         self.cut_frames = 0  # loop: frames not played because the ring was full
         self._gain = float(np.clip(config.volume, 0.0, 1.0))
         self._answer_open = False  # loop -> callback: an answer is not finished yet
@@ -291,6 +294,8 @@ class Playback:
             if pin.attend:  # keep (or give back) this thread's Python state: thread_state.py
                 pin.service()
             self.callbacks += 1
+            if status & _PA_OUTPUT_UNDERFLOW:
+                self.device_underruns += 1
             ring = self._ring
             if (
                 ring is not None

@@ -335,7 +335,7 @@ systemctl restart appliance
 wait_for 30 status_is "conversing, connected" || { $A press > /dev/null; $A release > /dev/null; wait_for 30 status_is "conversing, connected"; }
 echo "hands-free: $(show StatusText)"
 rt POST '/answer?kind=speech&seconds=18' > /dev/null; rt POST '/echo?on=1' > /dev/null
-audio_figures() { $A status --json | python3 -c "import json,sys; a=json.load(sys.stdin)['audio']; print({k: {x: a[k].get(x) for x in ('overruns', 'underruns', 'dropped_frames', 'callbacks')} for k in ('capture', 'playback')}, 'echo:', a.get('echo'))" 2>&1; }
+audio_figures() { $A status --json | python3 -c "import json,sys; a=json.load(sys.stdin)['audio']; print({k: {x: a[k].get(x) for x in ('overruns', 'underruns', 'device_underruns', 'dropped_frames', 'callbacks')} for k in ('capture', 'playback')}, 'echo:', a.get('echo'))" 2>&1; }
 echo "before: $(audio_figures)"
 # ms of microphone samples PortAudio lost (input overflows) that silence stood in for
 mic_filled_ms() { $A status --json | python3 -c "import json,sys; c=json.load(sys.stdin)['audio']['capture']; print(round((c.get('dropped_frames') or 0) * 1000 / (c.get('device_rate') or 24000)))" 2>/dev/null || echo 0; }
