@@ -3,19 +3,11 @@ PortAudio over the virtual ALSA devices (virtual_alsa.py)."""
 
 from __future__ import annotations
 
-import ctypes
-
 import pyaudio
 
-from appliance.audio import devices, mic_stream
-from appliance.audio.mic_stream import INPUT_HEADROOM_S, ask_input_headroom
-
-
-def set_low_input_latency(index: int, seconds: float) -> None:
-    """Put PortAudio's table back as it was: it outlives this PyAudio if another one is alive."""
-    get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
-    get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(devices._PaDeviceInfo)
-    get_info(index).contents.defaultLowInputLatency = seconds
+from appliance.audio import mic_stream
+from appliance.audio.devices import ask_latency, set_default_latency
+from appliance.audio.mic_stream import INPUT_HEADROOM_S
 
 
 def test_the_capture_buffer_can_be_made_larger_than_pyaudios_default(virtual_alsa):
@@ -42,13 +34,15 @@ def test_the_capture_buffer_can_be_made_larger_than_pyaudios_default(virtual_als
         plain = open_stream()
         plain_latency = plain.get_input_latency()
         plain.close()
-        assert ask_input_headroom(pa, index, INPUT_HEADROOM_S) is True
+        assert ask_latency(pa, index, INPUT_HEADROOM_S, output=False) is True
         assert pa.get_device_info_by_index(index)["defaultLowInputLatency"] >= INPUT_HEADROOM_S
         roomy = open_stream()
         assert roomy.get_input_latency() >= 0.8 * INPUT_HEADROOM_S > 2 * plain_latency
         roomy.close()
-        assert ask_input_headroom(pa, index, INPUT_HEADROOM_S) is True  # already: nothing to do
-        set_low_input_latency(index, before)
+        assert (
+            ask_latency(pa, index, INPUT_HEADROOM_S, output=False) is True
+        )  # already: nothing to do
+        set_default_latency(index, before, output=False)  # as it was: the table may outlive
     finally:
         pa.terminate()
 

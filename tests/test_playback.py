@@ -704,9 +704,7 @@ async def test_with_echo_cancellation_the_speaker_has_headroom(alsa):
     """Hands-free (an echo reference tap) asks PortAudio for a 100 ms output buffer, so a
     held-up callback thread does not let the device run dry; push-to-talk keeps PortAudio's
     default low latency (a button barge-in stops what the device holds)."""
-    import ctypes
-
-    from appliance.audio import devices
+    from appliance.audio.devices import set_default_latency
     from appliance.audio.echo_reference import ReferenceTap
     from appliance.audio.playback import OUTPUT_HEADROOM_S
 
@@ -722,9 +720,7 @@ async def test_with_echo_cancellation_the_speaker_has_headroom(alsa):
         assert latencies["tap"] >= 0.8 * OUTPUT_HEADROOM_S > latencies["plain"]
         assert tap.output_latency_s == latencies["tap"]  # the tap is told the buffer's size
     finally:
-        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
-        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(devices._PaDeviceInfo)
-        get_info(index).contents.defaultLowOutputLatency = before
+        set_default_latency(index, before, output=True)
         pa.terminate()
 
 

@@ -240,26 +240,35 @@ class _PaDeviceInfo(ctypes.Structure):  # portaudio.h, PaDeviceInfo (structVersi
     ]
 
 
+def set_default_latency(index: int, seconds: float, *, output: bool) -> bool:
+    """Set device ``index``'s ``defaultLowOutputLatency`` (or ``defaultLowInputLatency``) in
+    PortAudio's own device table (the same ``libportaudio.so.2`` PyAudio is linked to; it lasts
+    until the next ``Pa_Terminate``). False if that table cannot be reached."""
+    get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
+    get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(_PaDeviceInfo)
+    info = get_info(index)
+    if not info or info.contents.structVersion != 2:
+        return False
+    field = "defaultLowOutputLatency" if output else "defaultLowInputLatency"
+    setattr(info.contents, field, seconds)
+    return True
+
+
 def ask_latency(pa: Any, index: int, seconds: float, *, output: bool) -> bool:
     """(PORTAUDIO_LOCK held) Make PyAudio's next open of device ``index`` (its output side, or
     its input side) ask PortAudio for a buffer of at least ``seconds``.
 
     PyAudio has no latency argument: it passes the device's ``defaultLowInputLatency`` or
-    ``defaultLowOutputLatency`` as the suggested latency. Those fields live in PortAudio's own
-    device table (the same ``libportaudio.so.2`` PyAudio is linked to) until the next
-    ``Pa_Terminate``, so they are raised there. Returns whether PyAudio now reports the raised
+    ``defaultLowOutputLatency`` as the suggested latency, so that is raised in PortAudio's
+    table (:func:`set_default_latency`). Returns whether PyAudio now reports the raised
     figure; False leaves the device as it was.
     """
     field = "defaultLowOutputLatency" if output else "defaultLowInputLatency"
     try:
         if pa.get_device_info_by_index(index)[field] >= seconds:
             return True
-        get_info = ctypes.CDLL("libportaudio.so.2").Pa_GetDeviceInfo
-        get_info.argtypes, get_info.restype = [ctypes.c_int], ctypes.POINTER(_PaDeviceInfo)
-        info = get_info(index)
-        if not info or info.contents.structVersion != 2:
+        if not set_default_latency(index, seconds, output=output):
             return False
-        setattr(info.contents, field, seconds)
         return pa.get_device_info_by_index(index)[field] >= seconds
     except (OSError, AttributeError, KeyError, ValueError) as exc:
         log.debug("device %d keeps PortAudio's default %s: %s", index, field, exc)

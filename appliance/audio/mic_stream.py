@@ -53,12 +53,6 @@ _CONTINUE = (None, pyaudio.paContinue)
 INPUT_HEADROOM_S = 0.25
 
 
-def ask_input_headroom(pa: Any, index: int, seconds: float) -> bool:
-    """(PORTAUDIO_LOCK held) The next open of input device ``index`` asks for a capture buffer
-    of at least ``seconds`` (devices.ask_latency)."""
-    return ask_latency(pa, index, seconds, output=False)
-
-
 def port_audio_error(exc: BaseException) -> str:
     """``[Errno -9996] Invalid input device`` -> ``Invalid input device (PortAudio -9996)``."""
     if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.strerror:
@@ -215,7 +209,7 @@ class MicPort:
                 api_rate=self.api_rate,
                 **stream_args,
             )
-            headroom = timed and ask_input_headroom(pa, device.index, INPUT_HEADROOM_S)
+            headroom = timed and ask_latency(pa, device.index, INPUT_HEADROOM_S, output=False)
             try:
                 with quiet_stderr():
                     active.stream = pa.open(

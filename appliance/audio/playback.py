@@ -294,7 +294,8 @@ class Playback:
             if pin.attend:  # keep (or give back) this thread's Python state: thread_state.py
                 pin.service()
             self.callbacks += 1
-            if status & _PA_OUTPUT_UNDERFLOW:
+            underflow = status & _PA_OUTPUT_UNDERFLOW
+            if underflow:
                 self.device_underruns += 1
             ring = self._ring
             if (
@@ -348,7 +349,7 @@ class Playback:
             if self._tap is not None:  # echo cancellation: a copy into its ring, never blocks
                 # and when PortAudio says its first frame is heard (its stamp, 0 without one)
                 dac = time_info.get("output_buffer_dac_time", 0.0) if time_info else 0.0
-                self._tap.feed(out, dac, bool(status & _PA_OUTPUT_UNDERFLOW))
+                self._tap.feed(out, dac, bool(underflow))
             return out.tobytes(), _PA_CONTINUE
         except Exception:
             self.callback_errors += 1
